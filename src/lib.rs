@@ -1,0 +1,23 @@
+//! edge-agent: a sidecar for IoT gateways that keeps the local digital twin of a piece of
+//! equipment from a Mosquitto bus (thin-edge.io's `te/` schema) and serves it over HTTP.
+//!
+//! # Layout
+//! - [`config`]: the YAML configuration, from raw file and environment to a validated [`config::Config`].
+//! - [`cli`]: the command line (clap).
+//! - [`app`]: wiring: bind sockets, load state, spawn the tasks, shut down with a grace period.
+//! - [`topic`]: the `te/` topic grammar: entity topic ids and channels.
+//! - [`twin`]: the digital twin: model, payload parsers, the synchronous store, persistence and
+//!   the task that owns them.
+//! - [`mqtt`]: the broker connection: options, the event-loop task, acknowledged publishing.
+//! - [`http`]: the warp server: the entity API, our extensions, health and readiness.
+//! - [`readiness`]: the readiness value shared by the MQTT task and the HTTP layer.
+#![forbid(unsafe_code)]
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod http;
+pub mod mqtt;
+pub mod readiness;
+pub mod topic;
+pub mod twin;

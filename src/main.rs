@@ -1,0 +1,4 @@
+//! The `edge-agent` binary: parse the command line, load config, run.
+#![forbid(unsafe_code)]
+
+fn main() {}

@@ -1,0 +1,221 @@
+//! The twin's data types: what the store keeps for each entity (spec/twin.md §6.1, §7.1) and
+//! how metadata and state documents are shaped on the HTTP API (§5.3, §6.1).
+//!
+//! Plain data with serde; no rules live here. The rules are in `store`, the payload parsers in
+//! `payload`, and the persisted form is exactly the serde form of [`Entity`].
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::time::Timestamp;
+use crate::topic::EntityTopicId;
+
+/// `@type` of a registration (§4.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EntityType {
+    #[serde(rename = "device")]
+    Device,
+    #[serde(rename = "child-device")]
+    ChildDevice,
+    #[serde(rename = "service")]
+    Service,
+}
+
+impl EntityType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EntityType::Device => "device",
+            EntityType::ChildDevice => "child-device",
+            EntityType::Service => "service",
+        }
+    }
+
+    /// Parses the `type` filter of the listing routes (§5.4 (l)).
+    pub fn from_filter(s: &str) -> Option<EntityType> {
+        match s {
+            "device" => Some(EntityType::Device),
+            "child-device" => Some(EntityType::ChildDevice),
+            "service" => Some(EntityType::Service),
+            _ => None,
+        }
+    }
+}
+
+/// A parsed registration message (§4.1): the `@` fields and the inline twin data.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Registration {
+    pub etype: EntityType,
+    pub parent: Option<EntityTopicId>,
+    pub external_id: Option<String>,
+    pub health: Option<EntityTopicId>,
+    /// Inline twin data with validated keys; `Value::Null` deletes the key.
+    pub inline: BTreeMap<String, Value>,
+    /// Unknown `@` keys, ignored with a warning (§4.1 (j)).
+    pub ignored: Vec<String>,
+}
+
+/// One measurement value: `{"value":<number>,"time":<time>}` (§6.1).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Series {
+    pub value: serde_json::Number,
+    pub time: Timestamp,
+}
+
+/// A measurement name holds either a single series or a one-level group of series.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum SeriesNode {
+    Single(Series),
+    Group(BTreeMap<String, Series>),
+}
+
+/// A received alarm or event: the payload object (without `time`), its time and reception time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    pub payload: Map<String, Value>,
+    pub time: Timestamp,
+    pub received: Timestamp,
+}
+
+/// The last health message of an entity (§3.4, §6.1).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Health {
+    pub status: String,
+    pub raw: String,
+    pub received: Timestamp,
+}
+
+/// Everything the twin keeps about one registered entity. `children` is derived from the other
+/// entities' `parent` and never persisted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entity {
+    pub id: EntityTopicId,
+    #[serde(rename = "type")]
+    pub etype: EntityType,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<EntityTopicId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_endpoint: Option<EntityTopicId>,
+    /// The last accepted registration payload as compact, key-sorted JSON (§4.5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_payload: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub twin: BTreeMap<String, Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<Map<String, Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<Health>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub capabilities: BTreeMap<String, Value>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub measurements: BTreeMap<String, BTreeMap<String, SeriesNode>>,
+    /// Active alarms keyed by topic type (`ThinEdgeAlarm` for an empty one).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub alarms: BTreeMap<String, Record>,
+    /// Recent events per effective type, newest arrival first.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub events: BTreeMap<String, VecDeque<Record>>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub commands: BTreeMap<String, BTreeMap<String, Map<String, Value>>>,
+    /// Exact channels (`twin/k`, `a/`, `m/t/meta`, …) of retained topics seen for this entity,
+    /// so that deregistration can clear each of them (§4.8).
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub retained: BTreeSet<String>,
+    #[serde(skip)]
+    pub children: BTreeSet<EntityTopicId>,
+}
+
+impl Entity {
+    pub fn new(id: EntityTopicId, etype: EntityType, parent: Option<EntityTopicId>) -> Self {
+        Entity {
+            id,
+            etype,
+            parent,
+            external_id: None,
+            health_endpoint: None,
+            last_payload: None,
+            twin: BTreeMap::new(),
+            config: None,
+            health: None,
+            capabilities: BTreeMap::new(),
+            measurements: BTreeMap::new(),
+            alarms: BTreeMap::new(),
+            events: BTreeMap::new(),
+            commands: BTreeMap::new(),
+            retained: BTreeSet::new(),
+            children: BTreeSet::new(),
+        }
+    }
+
+    /// The metadata object of §5.3, keys in the documented order.
+    pub fn metadata(&self) -> Metadata<'_> {
+        Metadata(self)
+    }
+
+    /// The state document of §6.1.
+    pub fn state(&self) -> State<'_> {
+        State(self)
+    }
+}
+
+/// Serializes as `{"@topic-id","@parent","@type","@id","@health"}` (§5.3).
+pub struct Metadata<'a>(&'a Entity);
+
+impl Serialize for Metadata<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let e = self.0;
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("@topic-id", &e.id)?;
+        if let Some(p) = &e.parent {
+            m.serialize_entry("@parent", p)?;
+        }
+        m.serialize_entry("@type", e.etype.as_str())?;
+        if let Some(x) = &e.external_id {
+            m.serialize_entry("@id", x)?;
+        }
+        if let Some(h) = &e.health_endpoint {
+            m.serialize_entry("@health", h)?;
+        }
+        m.end()
+    }
+}
+
+/// Serializes the state document of §6.1, members in the documented order.
+pub struct State<'a>(&'a Entity);
+
+impl Serialize for State<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let e = self.0;
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("@topic-id", &e.id)?;
+        m.serialize_entry("@type", e.etype.as_str())?;
+        if let Some(p) = &e.parent {
+            m.serialize_entry("@parent", p)?;
+        }
+        if let Some(x) = &e.external_id {
+            m.serialize_entry("@id", x)?;
+        }
+        if let Some(h) = &e.health_endpoint {
+            m.serialize_entry("@health", h)?;
+        }
+        m.serialize_entry("twin", &e.twin)?;
+        match &e.config {
+            Some(c) => m.serialize_entry("config", c)?,
+            None => m.serialize_entry("config", &Map::new())?,
+        }
+        m.serialize_entry("health", &e.health)?;
+        m.serialize_entry("capabilities", &e.capabilities)?;
+        m.serialize_entry("measurements", &e.measurements)?;
+        m.serialize_entry("alarms", &e.alarms)?;
+        m.serialize_entry("events", &e.events)?;
+        m.serialize_entry("commands", &e.commands)?;
+        m.serialize_entry("children", &e.children)?;
+        m.end()
+    }
+}
