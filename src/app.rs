@@ -1,1 +1,187 @@
-//! placeholder: filled in by the app work.
+//! Wiring (issue #2 "Running"): the agent's three start-up phases and its graceful shutdown.
+//!
+//! 1. bind the HTTP listener (a taken port fails here, before anything else runs) and serve at
+//!    once: twin routes answer 503 until the state is loaded (spec/twin.md §7.3);
+//! 2. load the persisted twin, then build the MQTT connection with the last will;
+//! 3. spawn the connection and the twin's owner task.
+//!
+//! Shutdown: stop HTTP, let the twin flush and publish its `down` health, disconnect, all within
+//! a grace period. [`start`] returns a handle with every bound address so tests run in-process.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::mqtt::{self, Connection, MqttError};
+use crate::readiness::{self, Readiness};
+use crate::twin::persist::{Persist, PersistError};
+use crate::twin::store::{LoadError, Store, StoreConfig};
+use crate::twin::task::TwinTask;
+use crate::twin::TwinHandle;
+
+const INPUT_CAPACITY: usize = 16_384;
+const GRACE: Duration = Duration::from_secs(4);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot open the persisted twin in {dir}")]
+    Persist {
+        dir: PathBuf,
+        #[source]
+        source: PersistError,
+    },
+    #[error("cannot load the persisted twin")]
+    Load(#[from] LoadError),
+    #[error("invalid MQTT settings")]
+    Mqtt(#[from] MqttError),
+    #[error("the loading task failed")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// A running agent.
+pub struct Agent {
+    http_addr: SocketAddr,
+    readiness: watch::Receiver<Readiness>,
+    http_stop: CancellationToken,
+    twin_stop: CancellationToken,
+    mqtt_stop: CancellationToken,
+    http: JoinHandle<()>,
+    twin: JoinHandle<()>,
+    mqtt: JoinHandle<()>,
+}
+
+/// Starts the agent: binds, loads the twin, connects. Must run inside a multi-thread runtime.
+pub async fn start(config: Config) -> Result<Agent, StartError> {
+    let listener = crate::http::bind(config.http.bind).map_err(|source| StartError::Bind {
+        addr: config.http.bind,
+        source,
+    })?;
+    let http_addr = listener.local_addr().map_err(|source| StartError::Bind {
+        addr: config.http.bind,
+        source,
+    })?;
+    let (readiness_tx, readiness_rx) = readiness::channel();
+    let (input_tx, input_rx) = mpsc::channel(INPUT_CAPACITY);
+    let handle = TwinHandle::new(input_tx.clone(), readiness_rx.clone());
+    let http_stop = CancellationToken::new();
+    let http = tokio::spawn(crate::http::serve(listener, handle, http_stop.clone()));
+    tracing::info!(%http_addr, "HTTP API listening");
+
+    let dir = config.data_dir.join("twin");
+    let store_config = StoreConfig::from_config(&config, std::process::id());
+    let loaded = tokio::task::spawn_blocking(move || {
+        let (persist, loaded) = Persist::open(&dir).map_err(|source| StartError::Persist {
+            dir: dir.clone(),
+            source,
+        })?;
+        for warning in &loaded.warnings {
+            tracing::warn!("{warning}");
+        }
+        let (store, warnings) = Store::load(store_config, loaded.entries)?;
+        for warning in &warnings {
+            tracing::warn!("{warning}");
+        }
+        Ok::<_, StartError>((persist, store))
+    })
+    .await;
+    let (persist, store) = match loaded {
+        Ok(Ok(parts)) => parts,
+        Ok(Err(e)) => {
+            http_stop.cancel();
+            return Err(e);
+        }
+        Err(e) => {
+            http_stop.cancel();
+            return Err(e.into());
+        }
+    };
+    tracing::info!(entities = store.len(), "loaded the persisted twin");
+
+    let options = match mqtt::options(&config, store.down_health()) {
+        Ok(o) => o,
+        Err(e) => {
+            http_stop.cancel();
+            return Err(e.into());
+        }
+    };
+    let (publisher, connection) = Connection::new(options, &config);
+    let (acks_tx, acks_rx) = mpsc::unbounded_channel();
+    let mqtt_stop = CancellationToken::new();
+    let mqtt = tokio::spawn(connection.run(input_tx, acks_tx, mqtt_stop.clone()));
+    let twin_stop = CancellationToken::new();
+    let task = TwinTask {
+        store,
+        persist,
+        publisher,
+        inputs: input_rx,
+        cleanup_acks: acks_rx,
+        readiness: readiness_tx,
+        telemetry_flush: config.twin.telemetry_flush_interval,
+        endpoint: format!("{}:{}", config.mqtt.host, config.mqtt.port),
+    };
+    let twin = tokio::spawn(task.run(twin_stop.clone()));
+    Ok(Agent {
+        http_addr,
+        readiness: readiness_rx,
+        http_stop,
+        twin_stop,
+        mqtt_stop,
+        http,
+        twin,
+        mqtt,
+    })
+}
+
+impl Agent {
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    pub fn readiness(&self) -> Readiness {
+        self.readiness.borrow().clone()
+    }
+
+    /// Graceful shutdown (§8); true when every step finished within the grace period.
+    pub async fn shutdown(self) -> bool {
+        let deadline = tokio::time::Instant::now() + GRACE;
+        self.http_stop.cancel();
+        self.twin_stop.cancel();
+        let twin_done = tokio::time::timeout_at(deadline, self.twin).await.is_ok();
+        let mqtt_done = tokio::time::timeout_at(deadline, wait(self.mqtt, &self.mqtt_stop))
+            .await
+            .is_ok();
+        self.mqtt_stop.cancel();
+        let http_done = tokio::time::timeout_at(deadline, self.http).await.is_ok();
+        twin_done && mqtt_done && http_done
+    }
+
+    /// Stops everything at once, as a crash would (no flush, no `down` health); for tests.
+    pub fn abort(self) {
+        self.http.abort();
+        self.twin.abort();
+        self.mqtt.abort();
+    }
+}
+
+/// Waits for the connection task to end after its DISCONNECT, stopping it if it does not.
+async fn wait(task: JoinHandle<()>, stop: &CancellationToken) {
+    let mut task = task;
+    tokio::select! {
+        _ = &mut task => {}
+        _ = tokio::time::sleep(Duration::from_secs(1)) => {
+            stop.cancel();
+            let _ = task.await;
+        }
+    }
+}

@@ -1,1 +1,150 @@
-//! placeholder
+//! The HTTP server (spec/twin.md §5, §6): the thin-edge.io entity API under `/te/v1/entities`,
+//! our state routes, `/healthz` and `/readyz`.
+//!
+//! This module binds the listener, assembles the warp filters and serves them until shutdown.
+//! The filters only extract what a request carries (method, raw path, query, headers, body); the
+//! handlers in `entities` and `probes` decide what it means. Paths under `/te/v1/entities/` are
+//! parsed by hand (`path`), because warp neither percent-decodes segments nor matches empty ones.
+//! Statuses of errors are chosen in `error` only; body limits and parsers are in `body`. The
+//! twin itself is reached through a [`TwinHandle`], which also applies the write and loading gates.
+//!
+//! Not here: TLS (warp 0.4 has none) and the file transfer routes (`/te/v1/files`).
+
+mod body;
+mod entities;
+mod error;
+mod path;
+mod probes;
+#[cfg(test)]
+mod tests;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+
+use futures_util::{Stream, StreamExt};
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use warp::http::header::{HeaderValue, CONTENT_TYPE};
+use warp::http::StatusCode;
+use warp::reply::Response;
+use warp::{Buf, Filter, Rejection, Reply};
+
+use crate::twin::TwinHandle;
+
+/// Pending connections the kernel queues before we accept them.
+const BACKLOG: i32 = 1024;
+
+/// Binds the HTTP listener. `TCP_NODELAY` is set on the listening socket, which accepted sockets
+/// inherit on Linux: without it every small keep-alive response waits ~40 ms for delayed ACKs.
+/// Must be called inside a tokio runtime.
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_tcp_nodelay(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(BACKLOG)?;
+    TcpListener::from_std(socket.into())
+}
+
+/// Serves the routes on `listener` until `shutdown` is cancelled, then lets the requests in
+/// flight finish.
+pub async fn serve(listener: TcpListener, twin: TwinHandle, shutdown: CancellationToken) {
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "http server listening");
+    }
+    warp::serve(routes(twin))
+        .incoming(listener)
+        .graceful(shutdown.cancelled_owned())
+        .run()
+        .await;
+    tracing::info!("http server stopped");
+}
+
+/// All routes, with every rejection turned into a JSON error.
+pub fn routes(twin: TwinHandle) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
+    api(twin).recover(error::recover).unify()
+}
+
+/// All routes without the final `recover`, for composing with other route sets.
+pub fn api(twin: TwinHandle) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    entities(twin.clone())
+        .or(states(twin.clone()))
+        .unify()
+        .or(healthz())
+        .unify()
+        .or(readyz(twin))
+        .unify()
+}
+
+/// Any method on `/te/v1/entities` and `/te/v1/entities/{path}` (§5.2, §5.3). Methods are
+/// matched by the handler, so that a wrong one is a 405 with the resource's `Allow` list.
+fn entities(twin: TwinHandle) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    warp::path!("te" / "v1" / "entities" / ..)
+        .and(with_twin(twin))
+        .and(warp::method())
+        .and(warp::path::full())
+        .and(raw_query())
+        .and(warp::header::headers_cloned())
+        .and(request_body())
+        .then(entities::entities)
+}
+
+/// Any method on `/te/v1/state` (§6.2); only GET and HEAD are allowed.
+fn states(twin: TwinHandle) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    warp::path!("te" / "v1" / "state")
+        .and(with_twin(twin))
+        .and(warp::method())
+        .and(raw_query())
+        .then(entities::states)
+}
+
+/// Any method on `/healthz` (§6.3); only GET and HEAD are allowed.
+fn healthz() -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    warp::path!("healthz")
+        .and(warp::method())
+        .then(probes::healthz)
+}
+
+/// Any method on `/readyz` (§6.3); only GET and HEAD are allowed.
+fn readyz(twin: TwinHandle) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    warp::path!("readyz")
+        .and(with_twin(twin))
+        .and(warp::method())
+        .then(probes::readyz)
+}
+
+/// A response with a JSON body; every body this server sends is JSON (§5.1).
+fn json(status: StatusCode, body: String) -> Response {
+    let mut res = body.into_response();
+    *res.status_mut() = status;
+    res.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    res
+}
+
+fn with_twin(twin: TwinHandle) -> impl Filter<Extract = (TwinHandle,), Error = Infallible> + Clone {
+    warp::any().map(move || twin.clone())
+}
+
+/// The raw query string, `None` when the request has none.
+fn raw_query() -> impl Filter<Extract = (Option<String>,), Error = Infallible> + Clone {
+    warp::query::raw()
+        .map(Some)
+        .or(warp::any().map(|| None))
+        .unify()
+}
+
+/// The body as an unread stream: handlers that need it read it under the limit of `body`.
+fn request_body() -> impl Filter<Extract = (body::Body,), Error = Rejection> + Clone {
+    warp::body::stream().map(boxed_body)
+}
+
+fn boxed_body<S, B>(stream: S) -> body::Body
+where
+    S: Stream<Item = Result<B, warp::Error>> + Send + 'static,
+    B: Buf,
+{
+    Box::pin(stream.map(|chunk| chunk.map(|mut b| b.copy_to_bytes(b.remaining()))))
+}

@@ -5,12 +5,20 @@
 //! so that HTTP and MQTT inputs are applied one at a time, in arrival order (§5.1).
 
 pub mod api;
+mod data;
+pub mod effects;
 pub mod error;
+mod errors_topic;
 pub mod model;
 pub mod payload;
 pub mod persist;
+mod query;
+mod registry;
 pub mod store;
+mod sync;
 pub mod task;
+#[cfg(test)]
+mod tests;
 pub mod time;
 
 use bytes::Bytes;
@@ -37,6 +45,8 @@ pub enum BusEvent {
     Subscribed,
     /// A message on a subscribed topic.
     Message { topic: String, payload: Bytes },
+    /// A message above `mqtt.max_packet_size`, dropped unread (§9).
+    Oversize { topic: String, size: usize },
     /// The connection is gone; the reason is for `/readyz`.
     Disconnected(String),
 }

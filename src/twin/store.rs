@@ -1,1 +1,560 @@
-//! placeholder
+//! The entity store: the whole twin in memory, and the one place its rules are applied
+//! (spec/twin.md §3–§9). Synchronous and free of I/O: every input (an MQTT message, an HTTP
+//! request, a step of the sync procedure) mutates the store and leaves [`Effects`] behind, which
+//! the owner task (`twin::task`) persists and publishes. This file holds the state, loading and
+//! persistence records, and the dispatch of MQTT messages; the rules live beside it in
+//! `registry` (entities), `data` (channel payloads), `sync` (§7.4) and `query` (reads).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use bytes::Bytes;
+use serde_json::{json, Value};
+
+use super::effects::{Effects, Publication, Rejection};
+use super::error::TwinError;
+use super::model::{Entity, EntityType};
+use super::persist::Op;
+use super::sync::Window;
+use super::time::Timestamp;
+use crate::config::Config;
+use crate::topic::{parse_topic, Channel, EntityTopicId, TopicError};
+
+/// The store's settings, resolved from the agent config.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub root: String,
+    pub main: EntityTopicId,
+    pub agent: EntityTopicId,
+    pub auto_register: bool,
+    pub max_entities: usize,
+    pub max_pending: usize,
+    pub events_kept: usize,
+    /// Items per section of one entity (§9).
+    pub max_section_items: usize,
+    /// Messages held during a sync window (§7.4 step 4).
+    pub max_window_held: usize,
+    pub pid: u32,
+}
+
+impl StoreConfig {
+    pub fn from_config(config: &Config, pid: u32) -> Self {
+        StoreConfig {
+            root: config.mqtt.topic_root.clone(),
+            main: config.twin.main_device.clone(),
+            agent: config.twin.agent_service.clone(),
+            auto_register: config.twin.auto_register,
+            max_entities: config.twin.max_entities,
+            max_pending: config.twin.max_pending,
+            events_kept: config.twin.events_kept,
+            max_section_items: 10_000,
+            max_window_held: 10_000,
+            pid,
+        }
+    }
+}
+
+/// How soon a change must reach the disk (§7.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Durability {
+    /// Measurements and events: within `twin.telemetry_flush_interval`.
+    Telemetry,
+    /// Other retained-kind items: within 1 s.
+    Retained,
+    /// Registrations, deregistrations, clean-ups: before the publications go out.
+    Now,
+}
+
+/// Why the persisted state could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("the persisted main device {persisted} differs from the configured twin.main_device {configured}; empty the twin directory to reset it")]
+    MainMismatch {
+        persisted: String,
+        configured: EntityTopicId,
+    },
+}
+
+/// Counters of §9, read by logs and (later) metrics.
+#[derive(Debug, Default, Clone)]
+pub struct Counters {
+    pub mqtt_ignored_topic: u64,
+    pub mqtt_dropped_oversize: u64,
+    pub payload_rejected: BTreeMap<&'static str, u64>,
+    pub registration_rejected: BTreeMap<&'static str, u64>,
+    pub data_dropped_unknown_entity: u64,
+    pub pending_dropped: u64,
+    pub window_held_dropped: u64,
+    pub config_ignored: u64,
+    pub sync_completed: u64,
+    pub sync_pruned_entities: u64,
+}
+
+/// A registration held until its parent exists (§4.4).
+#[derive(Debug, Clone)]
+pub(super) struct PendingEntry {
+    pub parent: EntityTopicId,
+    pub payload: Value,
+    pub seq: u64,
+    /// Latest non-telemetry message per topic for the pending entity, applied on release.
+    pub held: Vec<(String, Bytes)>,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct Pending {
+    pub entries: HashMap<EntityTopicId, PendingEntry>,
+    pub by_parent: BTreeMap<EntityTopicId, BTreeSet<EntityTopicId>>,
+    pub by_age: BTreeMap<u64, EntityTopicId>,
+    pub next_seq: u64,
+}
+
+impl Pending {
+    pub fn remove(&mut self, id: &EntityTopicId) -> Option<PendingEntry> {
+        let entry = self.entries.remove(id)?;
+        if let Some(children) = self.by_parent.get_mut(&entry.parent) {
+            children.remove(id);
+            if children.is_empty() {
+                self.by_parent.remove(&entry.parent);
+            }
+        }
+        self.by_age.remove(&entry.seq);
+        Some(entry)
+    }
+
+    pub fn clear(&mut self) {
+        self.entries.clear();
+        self.by_parent.clear();
+        self.by_age.clear();
+    }
+}
+
+/// Where the store stands with the broker (§6.3, §7.4).
+#[derive(Debug)]
+pub(super) enum Phase {
+    Disconnected,
+    Window(Box<Window>),
+    Ready,
+}
+
+pub struct Store {
+    pub(super) cfg: StoreConfig,
+    pub(super) entities: HashMap<EntityTopicId, Entity>,
+    pub(super) pending: Pending,
+    /// Pending clean-ups (§7.6): topic → the removed registration payload, for registration topics.
+    pub(super) cleanups: BTreeMap<String, Option<String>>,
+    pub(super) phase: Phase,
+    pub(super) dirty: HashMap<EntityTopicId, Durability>,
+    pub(super) removed: BTreeSet<EntityTopicId>,
+    pub(super) cleanups_dirty: BTreeSet<String>,
+    pub(super) main_dirty: bool,
+    pub(super) fx: Effects,
+    pub counters: Counters,
+}
+
+const ENTITY_KEY: &str = "e/";
+const CLEANUP_KEY: &str = "c/";
+const MAIN_KEY: &str = "main";
+
+impl Store {
+    /// A store on a first start: the main device and the agent's own service (§7.3, §8).
+    pub fn new(cfg: StoreConfig) -> Self {
+        let mut store = Store {
+            cfg,
+            entities: HashMap::new(),
+            pending: Pending::default(),
+            cleanups: BTreeMap::new(),
+            phase: Phase::Disconnected,
+            dirty: HashMap::new(),
+            removed: BTreeSet::new(),
+            cleanups_dirty: BTreeSet::new(),
+            main_dirty: true,
+            fx: Effects::default(),
+            counters: Counters::default(),
+        };
+        store.ensure_protected_entities();
+        store
+    }
+
+    /// Rebuilds the store from persisted entries (see [`Store::snapshot_entries`]).
+    pub fn load(
+        cfg: StoreConfig,
+        entries: BTreeMap<String, Value>,
+    ) -> Result<(Self, Vec<String>), LoadError> {
+        let mut warnings = Vec::new();
+        if let Some(main) = entries.get(MAIN_KEY) {
+            let persisted = main.as_str().unwrap_or_default();
+            if persisted != cfg.main.as_str() {
+                return Err(LoadError::MainMismatch {
+                    persisted: persisted.to_string(),
+                    configured: cfg.main.clone(),
+                });
+            }
+        }
+        let mut store = Store::new(cfg);
+        store.main_dirty = !entries.contains_key(MAIN_KEY);
+        store.dirty.clear();
+        for (key, value) in entries {
+            if let Some(id) = key.strip_prefix(ENTITY_KEY) {
+                match serde_json::from_value::<Entity>(value) {
+                    Ok(entity) if entity.id.as_str() == id => {
+                        store.entities.insert(entity.id.clone(), entity);
+                    }
+                    Ok(_) => warnings.push(format!("skipped persisted entity {id}: id mismatch")),
+                    Err(e) => warnings.push(format!("skipped persisted entity {id}: {e}")),
+                }
+            } else if let Some(topic) = key.strip_prefix(CLEANUP_KEY) {
+                let payload = value
+                    .get("payload")
+                    .and_then(Value::as_str)
+                    .map(str::to_string);
+                store.cleanups.insert(topic.to_string(), payload);
+            }
+        }
+        store.ensure_protected_entities();
+        store.relink(&mut warnings);
+        Ok((store, warnings))
+    }
+
+    /// Creates the main device and the agent service when missing.
+    fn ensure_protected_entities(&mut self) {
+        let main = self.cfg.main.clone();
+        if let Some(entity) = self.entities.get_mut(&main) {
+            entity.etype = EntityType::Device;
+            entity.parent = None;
+        } else {
+            self.entities.insert(
+                main.clone(),
+                Entity::new(main.clone(), EntityType::Device, None),
+            );
+            self.touch(&main, Durability::Now);
+        }
+        let agent = self.cfg.agent.clone();
+        if !self.entities.contains_key(&agent) {
+            let mut entity = Entity::new(agent.clone(), EntityType::Service, Some(main));
+            entity.last_payload = Some(self.agent_registration().to_string());
+            self.entities.insert(agent.clone(), entity);
+            if let Some(main) = self.entities.get_mut(&self.cfg.main) {
+                main.children.insert(agent.clone());
+            }
+            self.touch(&agent, Durability::Now);
+        }
+    }
+
+    /// Recomputes the derived `children` sets; an entity whose parent is missing is re-attached
+    /// to the main device rather than lost.
+    fn relink(&mut self, warnings: &mut Vec<String>) {
+        let main = self.cfg.main.clone();
+        let mut links = Vec::new();
+        for entity in self.entities.values_mut() {
+            entity.children.clear();
+        }
+        let ids: Vec<EntityTopicId> = self.entities.keys().cloned().collect();
+        for id in ids {
+            let parent = self.entities.get(&id).and_then(|e| e.parent.clone());
+            let Some(parent) = parent else { continue };
+            let parent = if self.entities.contains_key(&parent) && parent != id {
+                parent
+            } else {
+                warnings.push(format!(
+                    "persisted entity {id} had a missing parent {parent}; re-attached to {main}"
+                ));
+                if let Some(e) = self.entities.get_mut(&id) {
+                    e.parent = Some(main.clone());
+                }
+                self.touch(&id, Durability::Now);
+                main.clone()
+            };
+            links.push((parent, id));
+        }
+        for (parent, child) in links {
+            if let Some(p) = self.entities.get_mut(&parent) {
+                p.children.insert(child);
+            }
+        }
+    }
+
+    pub fn config(&self) -> &StoreConfig {
+        &self.cfg
+    }
+
+    pub fn len(&self) -> usize {
+        self.entities.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entities.is_empty()
+    }
+
+    pub fn entity(&self, id: &EntityTopicId) -> Option<&Entity> {
+        self.entities.get(id)
+    }
+
+    /// True once the sync of the current connection completed (§6.3).
+    pub fn is_synced(&self) -> bool {
+        matches!(self.phase, Phase::Ready)
+    }
+
+    /// Takes what the inputs applied since the last call produced.
+    pub fn take_effects(&mut self) -> Effects {
+        std::mem::take(&mut self.fx)
+    }
+
+    // ---- persistence records -------------------------------------------------------------
+
+    pub(super) fn touch(&mut self, id: &EntityTopicId, level: Durability) {
+        if level == Durability::Now {
+            self.fx.durable = true;
+        }
+        let entry = self.dirty.entry(id.clone()).or_insert(level);
+        if *entry < level {
+            *entry = level;
+        }
+    }
+
+    /// The most urgent level among unsaved changes, if any.
+    pub fn unsaved(&self) -> Option<Durability> {
+        let mut level = self.dirty.values().max().copied();
+        if !self.removed.is_empty() || !self.cleanups_dirty.is_empty() || self.main_dirty {
+            level = Some(Durability::Now);
+        }
+        level
+    }
+
+    /// Journal records for every unsaved change at `min` urgency or above (all of them for
+    /// [`Durability::Telemetry`]). Removals come first so that a re-created id ends up present.
+    pub fn take_persist_ops(&mut self, min: Durability) -> Vec<Op> {
+        let mut ops = Vec::new();
+        if self.main_dirty {
+            ops.push(Op::Put(MAIN_KEY.to_string(), json!(self.cfg.main.as_str())));
+            self.main_dirty = false;
+        }
+        for id in std::mem::take(&mut self.removed) {
+            ops.push(Op::Del(format!("{ENTITY_KEY}{id}")));
+        }
+        let due: Vec<EntityTopicId> = self
+            .dirty
+            .iter()
+            .filter(|(_, level)| **level >= min)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in due {
+            self.dirty.remove(&id);
+            if let Some(entity) = self.entities.get(&id) {
+                match serde_json::to_value(entity) {
+                    Ok(v) => ops.push(Op::Put(format!("{ENTITY_KEY}{id}"), v)),
+                    Err(e) => tracing::error!("cannot serialize entity {id}: {e}"),
+                }
+            }
+        }
+        for topic in std::mem::take(&mut self.cleanups_dirty) {
+            let key = format!("{CLEANUP_KEY}{topic}");
+            match self.cleanups.get(&topic) {
+                Some(payload) => ops.push(Op::Put(key, json!({ "payload": payload }))),
+                None => ops.push(Op::Del(key)),
+            }
+        }
+        ops
+    }
+
+    /// Every live entry, for a full snapshot; also marks everything saved.
+    pub fn snapshot_entries(&mut self) -> Vec<(String, Value)> {
+        self.dirty.clear();
+        self.removed.clear();
+        self.cleanups_dirty.clear();
+        self.main_dirty = false;
+        let mut out = Vec::with_capacity(self.entities.len() + self.cleanups.len() + 1);
+        out.push((MAIN_KEY.to_string(), json!(self.cfg.main.as_str())));
+        for (id, entity) in &self.entities {
+            match serde_json::to_value(entity) {
+                Ok(v) => out.push((format!("{ENTITY_KEY}{id}"), v)),
+                Err(e) => tracing::error!("cannot serialize entity {id}: {e}"),
+            }
+        }
+        for (topic, payload) in &self.cleanups {
+            out.push((
+                format!("{CLEANUP_KEY}{topic}"),
+                json!({ "payload": payload }),
+            ));
+        }
+        out
+    }
+
+    // ---- MQTT input ----------------------------------------------------------------------
+
+    /// Applies one MQTT message (§2–§4). Effects accumulate until [`Store::take_effects`].
+    pub fn on_message(&mut self, topic: &str, payload: &[u8], now: Timestamp) {
+        let (id, channel) = match parse_topic(&self.cfg.root, topic) {
+            Ok(parsed) => parsed,
+            Err(
+                TopicError::NotEntityTopic | TopicError::UnknownChannel | TopicError::InvalidId(_),
+            ) => {
+                self.counters.mqtt_ignored_topic += 1;
+                tracing::debug!(topic, "ignored topic");
+                return;
+            }
+        };
+        if let Phase::Window(window) = &mut self.phase {
+            window.s0.remove(topic);
+            if channel == Channel::Registration && id == self.cfg.agent {
+                window.agent_seen = true;
+            }
+        }
+        match channel {
+            Channel::Registration if payload.is_empty() => self.deregister_mqtt(&id, topic),
+            Channel::Registration => self.register_mqtt(&id, topic, payload),
+            Channel::HealthCheck => {
+                if id == self.cfg.agent || id == self.cfg.main {
+                    self.publish_up_health(now);
+                }
+            }
+            Channel::Signal(signal) => {
+                if id == self.cfg.agent {
+                    if let Some(nonce) = signal.strip_prefix("sync-") {
+                        self.on_marker(nonce, now);
+                    }
+                }
+            }
+            channel => self.on_data(&id, topic, &channel, payload, now),
+        }
+    }
+
+    /// Data on an entity channel: applied, held for a pending entity or a sync window, or
+    /// auto-registered (§4.4, §4.7, §7.4).
+    fn on_data(
+        &mut self,
+        id: &EntityTopicId,
+        topic: &str,
+        channel: &Channel,
+        payload: &[u8],
+        now: Timestamp,
+    ) {
+        if self.entities.contains_key(id) {
+            self.apply_data(id, topic, channel, payload, now);
+            return;
+        }
+        if let Some(entry) = self.pending.entries.get_mut(id) {
+            if !matches!(channel, Channel::Measurement(_) | Channel::Event(_)) {
+                if let Some(slot) = entry.held.iter_mut().find(|(t, _)| t == topic) {
+                    slot.1 = Bytes::copy_from_slice(payload);
+                } else if entry.held.len() < 100 {
+                    entry
+                        .held
+                        .push((topic.to_string(), Bytes::copy_from_slice(payload)));
+                }
+            }
+            return;
+        }
+        if !auto_registers(channel) || payload.is_empty() {
+            self.counters.data_dropped_unknown_entity += 1;
+            return;
+        }
+        if !self.cfg.auto_register {
+            self.counters.data_dropped_unknown_entity += 1;
+            return;
+        }
+        if !id.is_default_scheme() {
+            self.counters.data_dropped_unknown_entity += 1;
+            self.reject(
+                "auto_registration",
+                Some(id),
+                topic,
+                TwinError::AutoRegistrationScheme(id.clone()).to_string(),
+                true,
+            );
+            return;
+        }
+        if let Some(device) = id.default_service_device() {
+            if self.pending.entries.contains_key(&device) {
+                self.counters.data_dropped_unknown_entity += 1;
+                return;
+            }
+        }
+        if let Phase::Window(window) = &mut self.phase {
+            if window.held.len() < self.cfg.max_window_held {
+                window
+                    .held
+                    .push((topic.to_string(), Bytes::copy_from_slice(payload)));
+            } else {
+                self.counters.window_held_dropped += 1;
+            }
+            return;
+        }
+        if self.auto_register(id, topic) {
+            self.apply_data(id, topic, channel, payload, now);
+        }
+    }
+
+    /// Records a rejected input (§2.6).
+    pub(super) fn reject(
+        &mut self,
+        kind: &'static str,
+        id: Option<&EntityTopicId>,
+        topic: &str,
+        reason: String,
+        report: bool,
+    ) {
+        self.fx.rejections.push(Rejection {
+            kind,
+            id: id.cloned(),
+            topic: topic.to_string(),
+            reason,
+            report,
+        });
+    }
+
+    /// The agent's `up` health (§8), retained.
+    pub(super) fn publish_up_health(&mut self, now: Timestamp) {
+        let payload = json!({
+            "pid": self.cfg.pid,
+            "status": "up",
+            "time": now.unix_seconds_f64(),
+        });
+        let topic = self.cfg.agent.topic(&self.cfg.root, &Channel::Health);
+        self.fx
+            .publications
+            .push(Publication::retained(topic, payload.to_string()));
+    }
+
+    /// The agent's `down` health (§8): the last will and the shutdown message.
+    pub fn down_health(&self) -> (String, Vec<u8>) {
+        let payload = json!({ "pid": self.cfg.pid, "status": "down" });
+        (
+            self.cfg.agent.topic(&self.cfg.root, &Channel::Health),
+            payload.to_string().into_bytes(),
+        )
+    }
+
+    /// The agent's own registration payload (§8).
+    pub(super) fn agent_registration(&self) -> Value {
+        let name = self
+            .cfg
+            .agent
+            .default_service_names()
+            .map(|(_, s)| s.to_string())
+            .unwrap_or_else(|| "edge-agent".to_string());
+        let parent = &self.cfg.main;
+        json!({
+            "@parent": parent.as_str(),
+            "@type": "service",
+            "name": name,
+            "type": "service",
+        })
+    }
+}
+
+/// Channels whose data triggers auto-registration (§4.7).
+fn auto_registers(channel: &Channel) -> bool {
+    matches!(
+        channel,
+        Channel::Twin(_)
+            | Channel::Config
+            | Channel::Measurement(_)
+            | Channel::MeasurementMeta(_)
+            | Channel::Event(_)
+            | Channel::EventMeta(_)
+            | Channel::Alarm(_)
+            | Channel::AlarmMeta(_)
+            | Channel::Capability(_)
+            | Channel::Health
+            | Channel::Status(_)
+    )
+}

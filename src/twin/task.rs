@@ -1,1 +1,322 @@
-//! placeholder
+//! The task that owns the twin (spec/twin.md §5.1, §7): it applies inputs one at a time in
+//! arrival order, persists with group commit (the records of every input already received, one
+//! fsync, then that batch's publications and HTTP answers), publishes through the MQTT publisher,
+//! answers HTTP writes once the broker acknowledged their publications, reports rejections on
+//! `<root>/errors`, keeps the readiness value, and runs the graceful-shutdown steps of §8.
+
+use std::time::{Duration, Instant};
+
+use futures_util::future::join_all;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::api::Reply;
+use super::effects::{Effects, Publication};
+use super::error::TwinError;
+use super::errors_topic::RateLimiter;
+use super::persist::Persist;
+use super::store::{Durability, Store};
+use super::time::Timestamp;
+use super::{BusEvent, Input, Responder};
+use crate::mqtt::Publisher;
+use crate::readiness::{Readiness, WAITING_FOR_SYNC};
+
+/// Inputs applied before one group commit.
+const BATCH: usize = 4096;
+const ACK_TIMEOUT: Duration = Duration::from_secs(10);
+const MARKER_RESEND: Duration = Duration::from_secs(30);
+const RETAINED_FLUSH: Duration = Duration::from_secs(1);
+const SHUTDOWN_ACK: Duration = Duration::from_secs(2);
+
+pub struct TwinTask {
+    pub store: Store,
+    pub persist: Persist,
+    pub publisher: Publisher,
+    pub inputs: mpsc::Receiver<Input>,
+    pub cleanup_acks: mpsc::UnboundedReceiver<String>,
+    pub readiness: watch::Sender<Readiness>,
+    pub telemetry_flush: Duration,
+    /// `host:port`, for the reason given before the first connection.
+    pub endpoint: String,
+}
+
+struct Runner {
+    store: Store,
+    persist: Persist,
+    publisher: Publisher,
+    readiness: watch::Sender<Readiness>,
+    limiter: RateLimiter,
+    marker_deadline: Option<tokio::time::Instant>,
+    persist_errors: u64,
+    last_persist_log: Option<Instant>,
+}
+
+impl TwinTask {
+    /// Runs until `shutdown`, then flushes the state, publishes the `down` health and disconnects.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let TwinTask {
+            store,
+            persist,
+            publisher,
+            mut inputs,
+            mut cleanup_acks,
+            readiness,
+            telemetry_flush,
+            endpoint,
+        } = self;
+        readiness.send_replace(Readiness::Disconnected(format!("connecting to {endpoint}")));
+        let mut runner = Runner {
+            store,
+            persist,
+            publisher,
+            readiness,
+            limiter: RateLimiter::default(),
+            marker_deadline: None,
+            persist_errors: 0,
+            last_persist_log: None,
+        };
+        let mut retained_tick = tokio::time::interval(RETAINED_FLUSH);
+        let mut telemetry_tick =
+            tokio::time::interval(telemetry_flush.max(Duration::from_millis(10)));
+        retained_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        telemetry_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut batch = Vec::with_capacity(BATCH);
+        loop {
+            let marker = runner.marker_deadline;
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                n = inputs.recv_many(&mut batch, BATCH) => {
+                    if n == 0 {
+                        break;
+                    }
+                    runner.process(std::mem::take(&mut batch));
+                }
+                Some(topic) = cleanup_acks.recv() => {
+                    runner.store.cleanup_acknowledged(&topic);
+                    while let Ok(topic) = cleanup_acks.try_recv() {
+                        runner.store.cleanup_acknowledged(&topic);
+                    }
+                    runner.flush(Durability::Retained);
+                }
+                _ = retained_tick.tick() => runner.flush(Durability::Retained),
+                _ = telemetry_tick.tick() => runner.flush(Durability::Telemetry),
+                _ = sleep_until(marker) => {
+                    tracing::warn!("the sync marker did not come back within 30 s; sending another");
+                    runner.store.resend_marker();
+                    runner.marker_deadline = Some(tokio::time::Instant::now() + MARKER_RESEND);
+                    let fx = runner.store.take_effects();
+                    runner.carry_out(vec![(fx, None)]);
+                }
+            }
+        }
+        runner.shutdown().await;
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+type WriteResult = (Responder, Result<Reply, TwinError>);
+
+impl Runner {
+    /// Applies a batch of inputs, then persists once and carries out the effects in order.
+    fn process(&mut self, batch: Vec<Input>) {
+        let mut steps: Vec<(Effects, Option<WriteResult>)> = Vec::new();
+        for input in batch {
+            match input {
+                Input::Query(query, tx) => {
+                    let _ = tx.send(self.store.query(&query));
+                }
+                Input::Write(write, tx) => {
+                    steps.push((self.store.take_effects(), None));
+                    let result = self.store.write(write);
+                    steps.push((self.store.take_effects(), Some((tx, result))));
+                }
+                Input::Bus(event) => self.on_bus(event),
+            }
+        }
+        steps.push((self.store.take_effects(), None));
+        self.carry_out(steps);
+        let synced = self.store.is_synced();
+        if synced && !self.readiness.borrow().is_ready() {
+            self.marker_deadline = None;
+            self.readiness.send_replace(Readiness::Ready);
+            tracing::info!(entities = self.store.len(), "sync completed: ready");
+        }
+    }
+
+    fn on_bus(&mut self, event: BusEvent) {
+        match event {
+            BusEvent::Message { topic, payload } => {
+                self.store.on_message(&topic, &payload, Timestamp::now());
+            }
+            BusEvent::Oversize { topic, size } => {
+                self.store.counters.mqtt_dropped_oversize += 1;
+                if self.limiter.allow("oversize", None, Instant::now()) {
+                    tracing::warn!(topic, size, "dropped a message above mqtt.max_packet_size");
+                }
+            }
+            BusEvent::Subscribed => {
+                self.store.begin_sync(nonce());
+                self.marker_deadline = Some(tokio::time::Instant::now() + MARKER_RESEND);
+                self.readiness
+                    .send_replace(Readiness::Starting(WAITING_FOR_SYNC.to_string()));
+            }
+            BusEvent::Disconnected(reason) => {
+                self.store.disconnected();
+                self.marker_deadline = None;
+                self.readiness.send_replace(Readiness::Disconnected(reason));
+            }
+        }
+    }
+
+    /// Persists what must be durable, then publishes, then answers HTTP writes once the broker
+    /// acknowledged their publications (§5.1, §7.1).
+    fn carry_out(&mut self, steps: Vec<(Effects, Option<WriteResult>)>) {
+        if steps.iter().any(|(fx, _)| fx.durable) {
+            self.flush(Durability::Now);
+        }
+        for (fx, write) in steps {
+            self.report(&fx);
+            let mut acks = Vec::new();
+            for publication in fx.publications {
+                let ack = match write {
+                    Some((_, Ok(_))) => {
+                        let (tx, rx) = oneshot::channel();
+                        acks.push(rx);
+                        Some(tx)
+                    }
+                    _ => None,
+                };
+                self.publisher.publish(publication, ack);
+            }
+            if let Some((tx, result)) = write {
+                answer_after_acks(tx, result, acks);
+            }
+        }
+    }
+
+    /// Logs rejections and publishes the reportable ones on `<root>/errors`, rate limited.
+    fn report(&mut self, fx: &Effects) {
+        let now = Instant::now();
+        for rejection in &fx.rejections {
+            if !self
+                .limiter
+                .allow(rejection.kind, rejection.id.as_ref(), now)
+            {
+                continue;
+            }
+            tracing::warn!(
+                topic = rejection.topic,
+                suppressed = self.limiter.suppressed,
+                "rejected: {}",
+                rejection.reason
+            );
+            if rejection.report {
+                let topic = format!("{}/errors", self.store.config().root);
+                let text = format!("{}: {}", rejection.topic, rejection.reason);
+                self.publisher
+                    .publish(Publication::transient(topic, text), None);
+            }
+        }
+    }
+
+    /// Writes the unsaved changes at `level` or above; a full snapshot when the journal grew
+    /// too large or after a failed write. Failures are logged and counted, never fatal (§7.2).
+    fn flush(&mut self, level: Durability) {
+        if self.store.unsaved().is_none_or(|u| u < level) && !self.persist.needs_snapshot() {
+            return;
+        }
+        let result = if self.persist.needs_snapshot() {
+            let entries = self.store.snapshot_entries();
+            self.persist.write_snapshot(entries)
+        } else {
+            let ops = self.store.take_persist_ops(level);
+            self.persist.append(&ops).and_then(|()| {
+                if self.persist.needs_snapshot() {
+                    let entries = self.store.snapshot_entries();
+                    self.persist.write_snapshot(entries)
+                } else {
+                    Ok(())
+                }
+            })
+        };
+        if let Err(error) = result {
+            self.persist_errors += 1;
+            let now = Instant::now();
+            if self
+                .last_persist_log
+                .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(60))
+            {
+                self.last_persist_log = Some(now);
+                tracing::error!(
+                    errors = self.persist_errors,
+                    "cannot persist the twin, serving from memory: {:#}",
+                    anyhow_chain(&error)
+                );
+            }
+        }
+    }
+
+    /// §8 graceful shutdown: flush, publish `down` retained, disconnect.
+    async fn shutdown(mut self) {
+        self.flush(Durability::Telemetry);
+        let (topic, payload) = self.store.down_health();
+        let (tx, rx) = oneshot::channel();
+        self.publisher
+            .publish(Publication::retained(topic, payload), Some(tx));
+        let acknowledged = matches!(tokio::time::timeout(SHUTDOWN_ACK, rx).await, Ok(Ok(true)));
+        self.publisher.disconnect();
+        tracing::info!(acknowledged, "published the down health");
+    }
+}
+
+fn answer_after_acks(
+    tx: Responder,
+    result: Result<Reply, TwinError>,
+    acks: Vec<oneshot::Receiver<bool>>,
+) {
+    if result.is_err() || acks.is_empty() {
+        let _ = tx.send(result);
+        return;
+    }
+    tokio::spawn(async move {
+        let acknowledged = tokio::time::timeout(ACK_TIMEOUT, join_all(acks))
+            .await
+            .is_ok_and(|all| all.into_iter().all(|a| matches!(a, Ok(true))));
+        let _ = tx.send(if acknowledged {
+            result
+        } else {
+            Err(TwinError::NotAcknowledged)
+        });
+    });
+}
+
+/// The error and its sources, `: `-separated.
+fn anyhow_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// 32 lowercase hex digits, new for each connection (§7.4 step 3).
+fn nonce() -> String {
+    let mut bytes = [0u8; 16];
+    if getrandom::fill(&mut bytes).is_err() {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        bytes = (t ^ u128::from(std::process::id())).to_le_bytes();
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -74,7 +74,7 @@ impl Timestamp {
         let utc = parsed.with_timezone(&Utc);
         let micros = utc.timestamp_micros();
         let ms = (micros as f64 / 1000.0).round() as i64;
-        if ms < MIN_UNIX_SECONDS * 1000 || ms > MAX_UNIX_SECONDS * 1000 + 999 {
+        if !(MIN_UNIX_SECONDS * 1000..=MAX_UNIX_SECONDS * 1000 + 999).contains(&ms) {
             return Err(format!("invalid value: string {s:?}, {EXPECTED}"));
         }
         Ok(Timestamp(ms))

@@ -1,0 +1,39 @@
+//! `GET /healthz` and `GET /readyz` (spec/twin.md §6.3).
+//!
+//! Liveness says only that the process answers; readiness reports the shared [`Readiness`]
+//! (`crate::readiness`) as it is at the time of the request. Neither talks to the twin's task, so
+//! both answer even while it is busy.
+//!
+//! [`Readiness`]: crate::readiness::Readiness
+
+use warp::http::{Method, StatusCode};
+use warp::reply::Response;
+
+use super::error::ApiError;
+use super::json;
+use crate::twin::TwinHandle;
+
+const ALLOW: &str = "GET, HEAD";
+
+/// 200 `{"status":"alive"}`.
+pub async fn healthz(method: Method) -> Response {
+    if method != Method::GET && method != Method::HEAD {
+        return ApiError::MethodNotAllowed { allow: ALLOW }.into_response();
+    }
+    json(StatusCode::OK, r#"{"status":"alive"}"#.to_string())
+}
+
+/// 200 `{"status":"ready"}`, else 503 `{"status":"starting"|"disconnected","reason":…}`.
+pub async fn readyz(twin: TwinHandle, method: Method) -> Response {
+    if method != Method::GET && method != Method::HEAD {
+        return ApiError::MethodNotAllowed { allow: ALLOW }.into_response();
+    }
+    let readiness = twin.readiness();
+    let status = if readiness.is_ready() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = serde_json::to_string(&readiness.body()).expect("a readiness body serializes");
+    json(status, body)
+}

@@ -1,0 +1,439 @@
+//! Entity data (spec/twin.md §3): twin fragments, config, measurements, events, alarms,
+//! capabilities, commands and health, from MQTT messages and from the HTTP twin routes (§5.7).
+//! Extends [`Store`]; no I/O. Entity structure (registration, removal) is `registry`'s business.
+
+use serde_json::{Map, Value};
+
+use super::api::Reply;
+use super::effects::Publication;
+use super::error::TwinError;
+use super::model::{Health, Record, Series, SeriesNode};
+use super::payload::{self, ConfigPayload};
+use super::store::{Durability, Store};
+use super::time::Timestamp;
+use crate::topic::{Channel, EntityTopicId};
+
+impl Store {
+    /// Applies a data message to a registered entity. Rejections keep the previous state.
+    pub(super) fn apply_data(
+        &mut self,
+        id: &EntityTopicId,
+        topic: &str,
+        channel: &Channel,
+        bytes: &[u8],
+        now: Timestamp,
+    ) {
+        if channel.is_retained_kind() {
+            if let Some(entity) = self.entities.get_mut(id) {
+                let name = channel.to_string();
+                if bytes.is_empty() {
+                    entity.retained.remove(&name);
+                } else if !entity.retained.contains(&name) {
+                    entity.retained.insert(name);
+                }
+            }
+        }
+        let result = match channel {
+            Channel::Twin(key) => self.mqtt_twin(id, key, bytes),
+            Channel::Config => self.mqtt_config(id, bytes),
+            Channel::Measurement(t) => self.mqtt_measurement(id, t, bytes, now),
+            Channel::Event(t) => self.mqtt_event(id, t, bytes, now),
+            Channel::Alarm(t) => self.mqtt_alarm(id, t, bytes, now),
+            Channel::Capability(op) => self.mqtt_capability(id, op, bytes),
+            Channel::Command { op, id: cmd } => self.mqtt_command(id, op, cmd, bytes),
+            Channel::Health => {
+                self.mqtt_health(id, bytes, now);
+                Ok(())
+            }
+            Channel::MeasurementMeta(_) | Channel::EventMeta(_) | Channel::AlarmMeta(_) => {
+                self.touch(id, Durability::Retained);
+                Ok(())
+            }
+            Channel::Status(_)
+            | Channel::Registration
+            | Channel::HealthCheck
+            | Channel::Signal(_) => Ok(()),
+        };
+        if let Err(error) = result {
+            let kind = channel_kind(channel);
+            *self.counters.payload_rejected.entry(kind).or_default() += 1;
+            self.reject(kind, Some(id), topic, error.to_string(), true);
+        }
+    }
+
+    fn mqtt_twin(&mut self, id: &EntityTopicId, key: &str, bytes: &[u8]) -> Result<(), TwinError> {
+        payload::validate_twin_key(key)?;
+        let value = payload::parse_twin_value(bytes).map_err(TwinError::InvalidPayload)?;
+        self.set_twin_key(id, key, value, false)?;
+        Ok(())
+    }
+
+    fn mqtt_config(&mut self, id: &EntityTopicId, bytes: &[u8]) -> Result<(), TwinError> {
+        let document = match payload::parse_config(bytes)? {
+            ConfigPayload::Clear => None,
+            ConfigPayload::Document(map) => Some(map),
+            ConfigPayload::Ignored => {
+                self.counters.config_ignored += 1;
+                tracing::debug!(entity = %id, "ignored a config payload that is not an object");
+                return Ok(());
+            }
+        };
+        if let Some(entity) = self.entities.get_mut(id) {
+            entity.config = document;
+        }
+        self.touch(id, Durability::Retained);
+        Ok(())
+    }
+
+    fn mqtt_measurement(
+        &mut self,
+        id: &EntityTopicId,
+        topic_type: &str,
+        bytes: &[u8],
+        now: Timestamp,
+    ) -> Result<(), TwinError> {
+        let m = payload::parse_measurement(bytes, topic_type).map_err(TwinError::InvalidPayload)?;
+        let limit = self.cfg.max_section_items;
+        let Some(entity) = self.entities.get_mut(id) else {
+            return Ok(());
+        };
+        if !entity.measurements.contains_key(&m.mtype) && entity.measurements.len() >= limit {
+            return Err(section_full("measurement types", id, limit));
+        }
+        let time = m.time.unwrap_or(now);
+        let series = entity.measurements.entry(m.mtype).or_default();
+        for v in m.values {
+            if !series.contains_key(&v.name) && series.len() >= limit {
+                return Err(section_full("series", id, limit));
+            }
+            let point = Series {
+                value: v.value,
+                time,
+            };
+            match v.member {
+                None => {
+                    series.insert(v.name, SeriesNode::Single(point));
+                }
+                Some(member) => match series.get_mut(&v.name) {
+                    Some(SeriesNode::Group(group)) => {
+                        group.insert(member, point);
+                    }
+                    _ => {
+                        series.insert(
+                            v.name,
+                            SeriesNode::Group([(member, point)].into_iter().collect()),
+                        );
+                    }
+                },
+            }
+        }
+        self.touch(id, Durability::Telemetry);
+        Ok(())
+    }
+
+    fn mqtt_event(
+        &mut self,
+        id: &EntityTopicId,
+        topic_type: &str,
+        bytes: &[u8],
+        now: Timestamp,
+    ) -> Result<(), TwinError> {
+        let event = payload::parse_event(bytes, topic_type).map_err(TwinError::InvalidPayload)?;
+        let (kept, limit) = (self.cfg.events_kept, self.cfg.max_section_items);
+        let Some(entity) = self.entities.get_mut(id) else {
+            return Ok(());
+        };
+        if !entity.events.contains_key(&event.etype) && entity.events.len() >= limit {
+            return Err(section_full("event types", id, limit));
+        }
+        let list = entity.events.entry(event.etype).or_default();
+        list.push_front(Record {
+            payload: event.payload,
+            time: event.time.unwrap_or(now),
+            received: now,
+        });
+        list.truncate(kept);
+        self.touch(id, Durability::Telemetry);
+        Ok(())
+    }
+
+    fn mqtt_alarm(
+        &mut self,
+        id: &EntityTopicId,
+        topic_type: &str,
+        bytes: &[u8],
+        now: Timestamp,
+    ) -> Result<(), TwinError> {
+        let key = payload::alarm_key(topic_type).to_string();
+        let limit = self.cfg.max_section_items;
+        let record = if bytes.is_empty() {
+            None
+        } else {
+            let (time, payload) = payload::parse_alarm(bytes).map_err(TwinError::InvalidPayload)?;
+            Some(Record {
+                payload,
+                time: time.unwrap_or(now),
+                received: now,
+            })
+        };
+        let Some(entity) = self.entities.get_mut(id) else {
+            return Ok(());
+        };
+        match record {
+            None => {
+                entity.alarms.remove(&key);
+            }
+            Some(record) => {
+                if !entity.alarms.contains_key(&key) && entity.alarms.len() >= limit {
+                    return Err(section_full("alarms", id, limit));
+                }
+                entity.alarms.insert(key, record);
+            }
+        }
+        self.touch(id, Durability::Retained);
+        Ok(())
+    }
+
+    fn mqtt_capability(
+        &mut self,
+        id: &EntityTopicId,
+        op: &str,
+        bytes: &[u8],
+    ) -> Result<(), TwinError> {
+        let limit = self.cfg.max_section_items;
+        let capability = if bytes.is_empty() {
+            None
+        } else {
+            Some(payload::parse_capability(bytes).map_err(TwinError::InvalidPayload)?)
+        };
+        let Some(entity) = self.entities.get_mut(id) else {
+            return Ok(());
+        };
+        match capability {
+            None => {
+                entity.capabilities.remove(op);
+            }
+            Some(map) => {
+                if !entity.capabilities.contains_key(op) && entity.capabilities.len() >= limit {
+                    return Err(section_full("capabilities", id, limit));
+                }
+                entity
+                    .capabilities
+                    .insert(op.to_string(), Value::Object(map));
+            }
+        }
+        self.touch(id, Durability::Retained);
+        Ok(())
+    }
+
+    fn mqtt_command(
+        &mut self,
+        id: &EntityTopicId,
+        op: &str,
+        cmd: &str,
+        bytes: &[u8],
+    ) -> Result<(), TwinError> {
+        let limit = self.cfg.max_section_items;
+        let command = if bytes.is_empty() {
+            None
+        } else {
+            Some(payload::parse_command(bytes).map_err(TwinError::InvalidPayload)?)
+        };
+        let Some(entity) = self.entities.get_mut(id) else {
+            return Ok(());
+        };
+        match command {
+            None => {
+                if let Some(ops) = entity.commands.get_mut(op) {
+                    ops.remove(cmd);
+                    if ops.is_empty() {
+                        entity.commands.remove(op);
+                    }
+                }
+            }
+            Some(map) => {
+                let count: usize = entity.commands.values().map(|c| c.len()).sum();
+                let known = entity
+                    .commands
+                    .get(op)
+                    .is_some_and(|ops| ops.contains_key(cmd));
+                if !known && count >= limit {
+                    return Err(section_full("commands", id, limit));
+                }
+                entity
+                    .commands
+                    .entry(op.to_string())
+                    .or_default()
+                    .insert(cmd.to_string(), map);
+            }
+        }
+        self.touch(id, Durability::Retained);
+        Ok(())
+    }
+
+    fn mqtt_health(&mut self, id: &EntityTopicId, bytes: &[u8], now: Timestamp) {
+        let health = (!bytes.is_empty()).then(|| {
+            let (status, raw) = payload::health_status(id, bytes);
+            Health {
+                status,
+                raw,
+                received: now,
+            }
+        });
+        if let Some(entity) = self.entities.get_mut(id) {
+            entity.health = health;
+        }
+        self.touch(id, Durability::Retained);
+    }
+
+    /// Sets (`Some`) or deletes (`None`) one twin key; true when that changed the twin. With
+    /// `publish`, a change is published retained on `twin/<key>` (an empty message for a delete).
+    pub(super) fn set_twin_key(
+        &mut self,
+        id: &EntityTopicId,
+        key: &str,
+        value: Option<Value>,
+        publish: bool,
+    ) -> Result<bool, TwinError> {
+        let limit = self.cfg.max_section_items;
+        let Some(entity) = self.entities.get_mut(id) else {
+            return Err(TwinError::UnknownEntity(id.clone()));
+        };
+        let channel = format!("twin/{key}");
+        let payload = match value {
+            None => {
+                if entity.twin.remove(key).is_none() {
+                    return Ok(false);
+                }
+                if publish {
+                    entity.retained.remove(&channel);
+                }
+                Vec::new()
+            }
+            Some(v) => {
+                if entity.twin.get(key) == Some(&v) {
+                    return Ok(false);
+                }
+                if !entity.twin.contains_key(key) && entity.twin.len() >= limit {
+                    return Err(section_full("twin keys", id, limit));
+                }
+                let text = v.to_string().into_bytes();
+                entity.twin.insert(key.to_string(), v);
+                if publish {
+                    entity.retained.insert(channel.clone());
+                }
+                text
+            }
+        };
+        self.touch(id, Durability::Retained);
+        if publish {
+            let topic = format!("{}/{id}/{channel}", self.cfg.root);
+            self.local_change(&topic);
+            self.fx
+                .publications
+                .push(Publication::retained(topic, payload));
+        }
+        Ok(true)
+    }
+
+    // ---- HTTP twin writes (§5.7) ---------------------------------------------------------
+
+    /// `PUT …/twin`: replaces the whole map; the first invalid key in byte order refuses it.
+    pub(super) fn http_twin_replace(
+        &mut self,
+        id: &EntityTopicId,
+        body: Map<String, Value>,
+    ) -> Result<Reply, TwinError> {
+        let Some(entity) = self.entities.get(id) else {
+            return Err(TwinError::UnknownEntity(id.clone()));
+        };
+        let mut keys: Vec<&String> = body.keys().collect();
+        keys.sort();
+        for key in keys {
+            payload::validate_twin_key(key)?;
+        }
+        let echo = Value::Object(body.clone()).to_string();
+        let mut changes: Vec<(String, Option<Value>)> = entity
+            .twin
+            .keys()
+            .filter(|k| body.get(*k).is_none_or(Value::is_null))
+            .map(|k| (k.clone(), None))
+            .collect();
+        changes.extend(
+            body.into_iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| (k, Some(v))),
+        );
+        changes.sort_by(|a, b| a.0.cmp(&b.0));
+        for (key, value) in changes {
+            self.set_twin_key(id, &key, value, true)?;
+        }
+        Ok(Reply::json(echo))
+    }
+
+    /// `DELETE …/twin`: an empty retained message per existing key.
+    pub(super) fn http_twin_clear(&mut self, id: &EntityTopicId) -> Result<Reply, TwinError> {
+        let Some(entity) = self.entities.get(id) else {
+            return Err(TwinError::UnknownEntity(id.clone()));
+        };
+        let keys: Vec<String> = entity.twin.keys().cloned().collect();
+        for key in keys {
+            self.set_twin_key(id, &key, None, true)?;
+        }
+        Ok(Reply::empty())
+    }
+
+    /// `PUT …/twin/{key}`: `null` deletes, and the answer still echoes `null`.
+    pub(super) fn http_twin_set(
+        &mut self,
+        id: &EntityTopicId,
+        key: &str,
+        value: Value,
+    ) -> Result<Reply, TwinError> {
+        if !self.entities.contains_key(id) {
+            return Err(TwinError::UnknownEntity(id.clone()));
+        }
+        payload::validate_twin_key(key)?;
+        let echo = value.to_string();
+        self.set_twin_key(id, key, (!value.is_null()).then_some(value), true)?;
+        Ok(Reply::json(echo))
+    }
+
+    /// `DELETE …/twin/{key}`.
+    pub(super) fn http_twin_delete(
+        &mut self,
+        id: &EntityTopicId,
+        key: &str,
+    ) -> Result<Reply, TwinError> {
+        if !self.entities.contains_key(id) {
+            return Err(TwinError::UnknownEntity(id.clone()));
+        }
+        payload::validate_twin_key(key)?;
+        self.set_twin_key(id, key, None, true)?;
+        Ok(Reply::empty())
+    }
+}
+
+fn section_full(section: &'static str, id: &EntityTopicId, limit: usize) -> TwinError {
+    TwinError::SectionFull {
+        section,
+        id: id.clone(),
+        limit,
+    }
+}
+
+/// The `payload_rejected{channel}` label of a channel.
+fn channel_kind(channel: &Channel) -> &'static str {
+    match channel {
+        Channel::Registration => "registration",
+        Channel::Twin(_) => "twin",
+        Channel::Config => "config",
+        Channel::Measurement(_) | Channel::MeasurementMeta(_) => "measurement",
+        Channel::Event(_) | Channel::EventMeta(_) => "event",
+        Channel::Alarm(_) | Channel::AlarmMeta(_) => "alarm",
+        Channel::Capability(_) => "capability",
+        Channel::Command { .. } | Channel::HealthCheck => "command",
+        Channel::Health | Channel::Status(_) => "health",
+        Channel::Signal(_) => "signal",
+    }
+}

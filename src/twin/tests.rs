@@ -1,0 +1,1008 @@
+//! Store-level tests of spec/twin.md §10's worked examples: the rules alone, no runtime, no I/O.
+//! The same examples run end to end against a real broker in `tests/`.
+
+use serde_json::{json, Value};
+
+use super::api::{Filter, NewEntity, Query, Write};
+use super::effects::Publication;
+use super::error::TwinError;
+use super::payload;
+use super::store::{Store, StoreConfig};
+use super::time::Timestamp;
+use crate::topic::EntityTopicId;
+
+const AGENT: &str = "te/device/main/service/edge-agent";
+
+fn config() -> StoreConfig {
+    StoreConfig {
+        root: "te".into(),
+        main: EntityTopicId::default_main(),
+        agent: "device/main/service/edge-agent".parse().unwrap(),
+        auto_register: true,
+        max_entities: 100_000,
+        max_pending: 10_000,
+        events_kept: 10,
+        max_section_items: 10_000,
+        max_window_held: 10_000,
+        pid: 42,
+    }
+}
+
+fn now() -> Timestamp {
+    Timestamp::parse_rfc3339("2024-05-02T19:12:41.361Z").unwrap()
+}
+
+fn id(s: &str) -> EntityTopicId {
+    s.parse().unwrap()
+}
+
+/// A store after its first sync against an empty broker (§10 start state), effects drained.
+fn synced(cfg: StoreConfig) -> Store {
+    let mut store = Store::new(cfg);
+    store.begin_sync("00".into());
+    store.on_message(&format!("{AGENT}/signal/sync-00"), b"{}", now());
+    store.take_effects();
+    store
+}
+
+fn fresh() -> Store {
+    synced(config())
+}
+
+fn send(store: &mut Store, topic: &str, payload: &str) {
+    store.on_message(topic, payload.as_bytes(), now());
+}
+
+/// Publications since the last call as (topic, payload, retained).
+fn published(store: &mut Store) -> Vec<(String, String, bool)> {
+    store
+        .take_effects()
+        .publications
+        .into_iter()
+        .map(|p: Publication| {
+            (
+                p.topic,
+                String::from_utf8_lossy(&p.payload).into_owned(),
+                p.retain,
+            )
+        })
+        .collect()
+}
+
+fn r(topic: &str, payload: &str) -> (String, String, bool) {
+    (topic.to_string(), payload.to_string(), true)
+}
+
+fn errors(store: &mut Store) -> Vec<String> {
+    store
+        .take_effects()
+        .rejections
+        .into_iter()
+        .filter(|r| r.report)
+        .map(|r| format!("{}: {}", r.topic, r.reason))
+        .collect()
+}
+
+fn get(store: &Store, query: Query) -> Value {
+    let reply = store.query(&query).unwrap();
+    serde_json::from_str(&reply.body.unwrap()).unwrap()
+}
+
+fn list(store: &Store, root: Option<&str>, parent: Option<&str>) -> Vec<String> {
+    let filter = Filter::from_query(root, parent, None).unwrap();
+    get(store, Query::List(filter))
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["@topic-id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn state(store: &Store, s: &str) -> Value {
+    get(store, Query::State(id(s)))
+}
+
+#[test]
+fn first_sync_announces_the_agent_and_lists_main_and_agent() {
+    let mut store = Store::new(config());
+    store.begin_sync("9f86d081884c7d659a2feaa0c55ad015".into());
+    assert_eq!(
+        published(&mut store),
+        vec![(
+            format!("{AGENT}/signal/sync-9f86d081884c7d659a2feaa0c55ad015"),
+            "{}".to_string(),
+            false
+        )]
+    );
+    send(&mut store, &format!("{AGENT}/signal/sync-other"), "{}");
+    assert!(!store.is_synced());
+    send(
+        &mut store,
+        &format!("{AGENT}/signal/sync-9f86d081884c7d659a2feaa0c55ad015"),
+        "{}",
+    );
+    assert!(store.is_synced());
+    let pubs = published(&mut store);
+    assert_eq!(
+        pubs[..3],
+        [
+            r(
+                AGENT,
+                r#"{"@parent":"device/main//","@type":"service","name":"edge-agent","type":"service"}"#
+            ),
+            r(&format!("{AGENT}/twin/name"), r#""edge-agent""#),
+            r(&format!("{AGENT}/twin/type"), r#""service""#),
+        ]
+    );
+    assert_eq!(pubs[3].0, format!("{AGENT}/status/health"));
+    let health: Value = serde_json::from_str(&pubs[3].1).unwrap();
+    assert_eq!(health["pid"], 42);
+    assert_eq!(health["status"], "up");
+    assert_eq!(health["time"], json!(now().unix_seconds_f64()));
+    assert_eq!(
+        get(&store, Query::List(Filter::default())),
+        json!([{"@topic-id":"device/main//","@type":"device"},{"@topic-id":"device/main/service/edge-agent","@parent":"device/main//","@type":"service"}])
+    );
+}
+
+#[test]
+fn explicit_registration_publishes_nothing_and_inline_data_goes_to_the_twin() {
+    let mut store = fresh();
+    send(
+        &mut store,
+        "te/device/child1//",
+        r#"{"@type":"child-device"}"#,
+    );
+    assert!(published(&mut store).is_empty());
+    assert_eq!(
+        get(&store, Query::Entity(id("device/child1"))),
+        json!({"@topic-id":"device/child1//","@parent":"device/main//","@type":"child-device"})
+    );
+    let payload = r#"{"@type":"child-device","@id":"c1","name":"c1","maintenance_mode":true,"maintenance_window":5}"#;
+    send(&mut store, "te/device/c1//", payload);
+    assert_eq!(
+        published(&mut store),
+        vec![
+            r("te/device/c1///twin/maintenance_mode", "true"),
+            r("te/device/c1///twin/maintenance_window", "5"),
+            r("te/device/c1///twin/name", r#""c1""#),
+        ]
+    );
+    // #5: the same payload again is a no-op, also after a persistence round trip.
+    send(&mut store, "te/device/c1//", payload);
+    let fx = store.take_effects();
+    assert!(fx.publications.is_empty() && !fx.durable);
+    let entries = store.snapshot_entries().into_iter().collect();
+    let (mut reloaded, warnings) = Store::load(config(), entries).unwrap();
+    assert!(warnings.is_empty());
+    reloaded.take_effects();
+    reloaded.begin_sync("01".into());
+    send(&mut reloaded, &format!("{AGENT}/signal/sync-01"), "{}");
+    reloaded.take_effects();
+    send(&mut reloaded, "te/device/c1//", payload);
+    let fx = reloaded.take_effects();
+    assert!(fx.publications.is_empty() && !fx.durable);
+}
+
+#[test]
+fn re_registration_merges_twin_and_keeps_the_external_id() {
+    let mut store = fresh();
+    send(
+        &mut store,
+        "te/device/c1//",
+        r#"{"@type":"child-device","@id":"c1","name":"c1","maintenance_mode":true,"maintenance_window":5}"#,
+    );
+    store.take_effects();
+    send(&mut store, "te/device/c1///twin/name", r#""x""#);
+    send(
+        &mut store,
+        "te/device/c1//",
+        r#"{"@type":"child-device","name":"y"}"#,
+    );
+    assert_eq!(
+        published(&mut store),
+        vec![r("te/device/c1///twin/name", r#""y""#)]
+    );
+    let s = state(&store, "device/c1//");
+    assert_eq!(s["@id"], "c1");
+    assert_eq!(
+        s["twin"],
+        json!({"maintenance_mode":true,"maintenance_window":5,"name":"y"})
+    );
+}
+
+#[test]
+fn re_typing_or_changing_the_external_id_is_rejected_and_the_last_payload_republished() {
+    let mut store = fresh();
+    let accepted = r#"{"@id":"c1","@type":"child-device"}"#;
+    send(&mut store, "te/device/c1//", accepted);
+    store.take_effects();
+    send(&mut store, "te/device/c1//", r#"{"@type":"service"}"#);
+    let fx = store.take_effects();
+    assert_eq!(
+        fx.rejections[0].reason,
+        "Updating the entity type of device/c1// is not supported"
+    );
+    assert_eq!(
+        fx.publications,
+        vec![Publication::retained("te/device/c1//".into(), accepted)]
+    );
+    send(
+        &mut store,
+        "te/device/c1//",
+        r#"{"@type":"child-device","@id":"other"}"#,
+    );
+    let fx = store.take_effects();
+    assert_eq!(
+        fx.rejections[0].reason,
+        "Updating the external id of device/c1// is not supported"
+    );
+    assert_eq!(fx.publications.len(), 1);
+    assert_eq!(state(&store, "device/c1//")["@type"], "child-device");
+}
+
+#[test]
+fn pending_children_register_depth_first_once_their_parent_arrives() {
+    let mut store = fresh();
+    send(
+        &mut store,
+        "te/device/child000//",
+        r#"{"@type":"child-device","@parent":"device/child00//"}"#,
+    );
+    send(
+        &mut store,
+        "te/device/child00//",
+        r#"{"@type":"child-device","@parent":"device/child0//"}"#,
+    );
+    assert_eq!(
+        store
+            .query(&Query::Entity(id("device/child00")))
+            .unwrap_err(),
+        TwinError::EntityNotFound(id("device/child00"))
+    );
+    send(
+        &mut store,
+        "te/device/child0//",
+        r#"{"@type":"child-device"}"#,
+    );
+    assert_eq!(
+        list(&store, Some("device/child0//"), None),
+        ["device/child0//", "device/child00//", "device/child000//"]
+    );
+}
+
+#[test]
+fn a_service_of_an_unknown_device_waits_for_its_device() {
+    let mut store = fresh();
+    send(
+        &mut store,
+        "te/device/ghost/service/svc",
+        r#"{"@type":"service"}"#,
+    );
+    assert!(store.entity(&id("device/ghost/service/svc")).is_none());
+    send(
+        &mut store,
+        "te/device/ghost//",
+        r#"{"@type":"child-device"}"#,
+    );
+    assert_eq!(
+        state(&store, "device/ghost/service/svc")["@parent"],
+        "device/ghost//"
+    );
+}
+
+#[test]
+fn explicit_parents_and_custom_schemes_default_to_the_main_device() {
+    let mut store = fresh();
+    send(
+        &mut store,
+        "te/device/c9/service/svc",
+        r#"{"@type":"service","@parent":"device/main//"}"#,
+    );
+    send(
+        &mut store,
+        "te/factory/shop/plc1/metrics",
+        r#"{"@type":"service"}"#,
+    );
+    assert_eq!(
+        state(&store, "device/c9/service/svc")["@parent"],
+        "device/main//"
+    );
+    assert_eq!(
+        state(&store, "factory/shop/plc1/metrics")["@parent"],
+        "device/main//"
+    );
+}
+
+#[test]
+fn data_for_an_unknown_default_scheme_service_auto_registers_device_and_service() {
+    let mut store = fresh();
+    send(
+        &mut store,
+        "te/device/auto_child/service/collectd/m/ram",
+        r#"{"current":6}"#,
+    );
+    assert_eq!(
+        published(&mut store),
+        vec![
+            r(
+                "te/device/auto_child//",
+                r#"{"@parent":"device/main//","@type":"child-device","name":"auto_child"}"#
+            ),
+            r("te/device/auto_child///twin/name", r#""auto_child""#),
+            r(
+                "te/device/auto_child/service/collectd",
+                r#"{"@parent":"device/auto_child//","@type":"service","name":"collectd"}"#
+            ),
+            r(
+                "te/device/auto_child/service/collectd/twin/name",
+                r#""collectd""#
+            ),
+        ]
+    );
+    let s = state(&store, "device/auto_child/service/collectd");
+    assert_eq!(s["measurements"]["ram"]["current"]["value"], 6);
+    // The echoes of the agent's own publications are no-ops.
+    send(
+        &mut store,
+        "te/device/auto_child//",
+        r#"{"@parent":"device/main//","@type":"child-device","name":"auto_child"}"#,
+    );
+    send(
+        &mut store,
+        "te/device/auto_child///twin/name",
+        r#""auto_child""#,
+    );
+    assert!(store.take_effects().is_empty());
+}
+
+#[test]
+fn health_auto_registers_and_unknown_ids_stay_unknown_for_clears_commands_and_signals() {
+    let mut store = fresh();
+    send(
+        &mut store,
+        "te/device/external-sensor/service/childservice/status/health",
+        r#"{"status":"unknown"}"#,
+    );
+    assert_eq!(
+        state(&store, "device/external-sensor/service/childservice")["health"]["status"],
+        "unknown"
+    );
+    store.take_effects();
+    store.on_message("te/device/u1///a/x", b"", now());
+    send(
+        &mut store,
+        "te/device/u2///cmd/restart/1",
+        r#"{"status":"init"}"#,
+    );
+    send(&mut store, "te/device/u3///signal/sync", "{}");
+    assert!(store.take_effects().is_empty());
+    for unknown in ["device/u1//", "device/u2//", "device/u3//"] {
+        assert!(store.entity(&id(unknown)).is_none());
+    }
+}
+
+#[test]
+fn custom_scheme_data_is_dropped_and_reported() {
+    let mut store = fresh();
+    send(&mut store, "te/custom/x///m/t", r#"{"a":1}"#);
+    assert_eq!(
+        errors(&mut store),
+        ["te/custom/x///m/t: Auto registration of the entity with topic id custom/x// failed as it does not match the default topic scheme: 'device/<device-id>/service/<service-id>'. Try explicit registration instead."]
+    );
+    assert!(store.entity(&id("custom/x//")).is_none());
+}
+
+#[test]
+fn re_parenting_moves_the_subtree() {
+    let mut store = fresh();
+    send(
+        &mut store,
+        "te/device/child_a//",
+        r#"{"@type":"child-device"}"#,
+    );
+    send(
+        &mut store,
+        "te/device/child_b//",
+        r#"{"@type":"child-device"}"#,
+    );
+    send(
+        &mut store,
+        "te/device/child_bb//",
+        r#"{"@type":"child-device","@parent":"device/child_b//"}"#,
+    );
+    send(
+        &mut store,
+        "te/device/child_b//",
+        r#"{"@type":"child-device","@parent":"device/child_a//"}"#,
+    );
+    assert!(!list(&store, None, Some("device/main//")).contains(&"device/child_b//".to_string()));
+    assert_eq!(
+        list(&store, None, Some("device/child_a//")),
+        ["device/child_b//"]
+    );
+    assert_eq!(
+        list(&store, Some("device/child_a//"), None),
+        ["device/child_a//", "device/child_b//", "device/child_bb//"]
+    );
+}
+
+#[test]
+fn structural_rules_reject_services_as_parents_second_devices_and_main_changes() {
+    let mut store = fresh();
+    send(
+        &mut store,
+        "te/device/c2//",
+        r#"{"@type":"child-device","@parent":"device/main/service/edge-agent"}"#,
+    );
+    send(&mut store, "te/device/other//", r#"{"@type":"device"}"#);
+    assert_eq!(
+        errors(&mut store),
+        [
+            "te/device/c2//: Entity: 'device/main/service/edge-agent' can not be a parent of 'device/c2//' because it is a service. Only devices can be parents",
+            "te/device/other//: The main device was already registered at topic device/main//",
+        ]
+    );
+    store.on_message("te/device/main//", b"", now());
+    let fx = store.take_effects();
+    assert_eq!(
+        fx.rejections[0].reason,
+        "The main device can not be deregistered"
+    );
+    assert_eq!(
+        fx.publications,
+        vec![Publication::retained(
+            "te/device/main//".into(),
+            r#"{"@type":"device"}"#
+        )]
+    );
+    send(
+        &mut store,
+        "te/device/main//",
+        r#"{"@type":"child-device"}"#,
+    );
+    let fx = store.take_effects();
+    assert_eq!(
+        fx.rejections[0].reason,
+        "Updating the entity type of device/main// is not supported"
+    );
+    assert_eq!(
+        fx.publications,
+        vec![Publication::retained(
+            "te/device/main//".into(),
+            r#"{"@type":"device"}"#
+        )]
+    );
+}
+
+#[test]
+fn deregistration_clears_retained_data_then_the_registration() {
+    let mut store = fresh();
+    send(
+        &mut store,
+        "te/device/child0//",
+        r#"{"@type":"child-device"}"#,
+    );
+    for (channel, payload) in [
+        ("twin/y", "true"),
+        ("twin/x", "9"),
+        ("a/high_temp", r#"{"text":"hot"}"#),
+        ("cmd/restart", "{}"),
+        ("cmd/restart/123", r#"{"status":"init"}"#),
+        ("status/health", r#"{"status":"up"}"#),
+        ("m/t", r#"{"v":1}"#),
+    ] {
+        send(
+            &mut store,
+            &format!("te/device/child0///{channel}"),
+            payload,
+        );
+    }
+    store.take_effects();
+    store.on_message("te/device/child0//", b"", now());
+    let fx = store.take_effects();
+    assert!(fx.durable);
+    let topics: Vec<&str> = fx.publications.iter().map(|p| p.topic.as_str()).collect();
+    assert_eq!(
+        topics,
+        [
+            "te/device/child0///twin/x",
+            "te/device/child0///twin/y",
+            "te/device/child0///a/high_temp",
+            "te/device/child0///cmd/restart",
+            "te/device/child0///cmd/restart/123",
+            "te/device/child0///status/health",
+            "te/device/child0//",
+        ]
+    );
+    assert!(fx
+        .publications
+        .iter()
+        .all(|p| p.payload.is_empty() && p.retain && p.cleanup));
+    assert!(store.entity(&id("device/child0//")).is_none());
+}
+
+#[test]
+fn http_delete_removes_the_subtree_bottom_up_and_answers_in_bfs_order() {
+    let mut store = fresh();
+    send(
+        &mut store,
+        "te/device/child0//",
+        r#"{"@type":"child-device"}"#,
+    );
+    send(
+        &mut store,
+        "te/device/child1//",
+        r#"{"@type":"child-device"}"#,
+    );
+    send(
+        &mut store,
+        "te/device/child00//",
+        r#"{"@type":"child-device","@parent":"device/child0//"}"#,
+    );
+    send(
+        &mut store,
+        "te/device/child000//",
+        r#"{"@type":"child-device","@parent":"device/child00//"}"#,
+    );
+    send(
+        &mut store,
+        "te/device/child000/service/service0",
+        r#"{"@type":"service"}"#,
+    );
+    store.take_effects();
+    let reply = store.write(Write::Delete(id("device/child0"))).unwrap();
+    let body: Value = serde_json::from_str(&reply.body.unwrap()).unwrap();
+    let ids: Vec<&str> = body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["@topic-id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            "device/child0//",
+            "device/child00//",
+            "device/child000//",
+            "device/child000/service/service0"
+        ]
+    );
+    let topics: Vec<String> = published(&mut store).into_iter().map(|p| p.0).collect();
+    assert_eq!(
+        topics,
+        [
+            "te/device/child000/service/service0",
+            "te/device/child000//",
+            "te/device/child00//",
+            "te/device/child0//",
+        ]
+    );
+    assert!(store.entity(&id("device/child1")).is_some());
+    assert_eq!(
+        store.write(Write::Delete(id("device/nope"))).unwrap().body,
+        None
+    );
+    assert_eq!(
+        store.write(Write::Delete(id("device/main"))).unwrap_err(),
+        TwinError::MainNotDeregistrable
+    );
+}
+
+#[test]
+fn sync_prunes_entities_deregistered_while_the_agent_was_away() {
+    let mut store = fresh();
+    send(&mut store, "te/device/c5//", r#"{"@type":"child-device"}"#);
+    send(&mut store, "te/device/c5///twin/k", "1");
+    send(&mut store, "te/device/c6//", r#"{"@type":"child-device"}"#);
+    send(&mut store, "te/device/c6///twin/k", "2");
+    store.disconnected();
+    store.take_effects();
+    store.begin_sync("02".into());
+    store.take_effects();
+    // The broker still has c6 and the agent's registration, but not c5.
+    let agent_payload =
+        r#"{"@parent":"device/main//","@type":"service","name":"edge-agent","type":"service"}"#;
+    send(&mut store, AGENT, agent_payload);
+    send(&mut store, "te/device/c6//", r#"{"@type":"child-device"}"#);
+    send(&mut store, "te/device/c6///twin/k", "2");
+    send(&mut store, &format!("{AGENT}/signal/sync-02"), "{}");
+    let pubs = published(&mut store);
+    assert_eq!(pubs[0], r("te/device/c5///twin/k", ""));
+    assert_eq!(pubs[1], r("te/device/c5//", ""));
+    assert!(store.entity(&id("device/c5")).is_none());
+    assert!(store.entity(&id("device/c6")).is_some());
+    assert_eq!(store.counters.sync_pruned_entities, 1);
+}
+
+#[test]
+fn sync_restores_a_broker_that_lost_its_retained_state() {
+    let mut store = fresh();
+    send(&mut store, "te/device/c5//", r#"{"@type":"child-device"}"#);
+    send(&mut store, "te/device/c5///twin/k", "1");
+    store.disconnected();
+    store.begin_sync("03".into());
+    store.take_effects();
+    send(&mut store, &format!("{AGENT}/signal/sync-03"), "{}");
+    let pubs = published(&mut store);
+    assert_eq!(pubs[0], r("te/device/c5//", r#"{"@type":"child-device"}"#));
+    assert_eq!(pubs[1], r("te/device/c5///twin/k", "1"));
+    assert!(store.entity(&id("device/c5")).is_some());
+}
+
+#[test]
+fn twin_fragments_set_and_delete_without_publishing() {
+    let mut store = fresh();
+    send(&mut store, "te/device/main///twin/x", "9");
+    assert_eq!(state(&store, "device/main//")["twin"]["x"], 9);
+    store.on_message("te/device/main///twin/x", b"", now());
+    assert_eq!(state(&store, "device/main//")["twin"], json!({}));
+    assert!(store.take_effects().publications.is_empty());
+}
+
+#[test]
+fn twin_put_replaces_the_map_and_publishes_only_changes() {
+    let mut store = fresh();
+    let main = id("device/main//");
+    let body = |v: Value| v.as_object().unwrap().clone();
+    let reply = store
+        .write(Write::TwinReplace(
+            main.clone(),
+            body(json!({"maintainer":"J","mode":true,"window":5})),
+        ))
+        .unwrap();
+    assert_eq!(
+        reply.body.unwrap(),
+        r#"{"maintainer":"J","mode":true,"window":5}"#
+    );
+    store.take_effects();
+    store
+        .write(Write::TwinReplace(
+            main.clone(),
+            body(json!({"last":"2025-01-01","maintainer":"J","mode":false})),
+        ))
+        .unwrap();
+    assert_eq!(
+        published(&mut store),
+        vec![
+            r("te/device/main///twin/last", r#""2025-01-01""#),
+            r("te/device/main///twin/mode", "false"),
+            r("te/device/main///twin/window", ""),
+        ]
+    );
+    assert_eq!(
+        store
+            .write(Write::TwinReplace(main.clone(), body(json!({"@x":1}))))
+            .unwrap_err()
+            .to_string(),
+        "Invalid twin key: '@x'. Keys that are empty, containing '/' or starting with '@' are not allowed"
+    );
+    store
+        .write(Write::TwinSet(
+            main.clone(),
+            "maintenance_window".into(),
+            json!(5),
+        ))
+        .unwrap();
+    store
+        .write(Write::TwinSet(
+            main.clone(),
+            "maintenance_window".into(),
+            json!(5),
+        ))
+        .unwrap();
+    assert_eq!(
+        published(&mut store),
+        vec![r("te/device/main///twin/maintenance_window", "5")]
+    );
+    store
+        .write(Write::TwinDelete(main.clone(), "maintenance_window".into()))
+        .unwrap();
+    store
+        .write(Write::TwinDelete(main, "maintenance_window".into()))
+        .unwrap();
+    assert_eq!(
+        published(&mut store),
+        vec![r("te/device/main///twin/maintenance_window", "")]
+    );
+}
+
+#[test]
+fn health_alarms_measurements_commands_and_config_follow_their_payload_rules() {
+    let mut store = fresh();
+    send(
+        &mut store,
+        "te/device/main/service/mosquitto-c8y-bridge/status/health",
+        "1",
+    );
+    assert_eq!(
+        state(&store, "device/main/service/mosquitto-c8y-bridge")["health"]["status"],
+        "up"
+    );
+    send(
+        &mut store,
+        "te/device/main/service/mosquitto-c8y-bridge/status/health",
+        "0",
+    );
+    assert_eq!(
+        state(&store, "device/main/service/mosquitto-c8y-bridge")["health"]["status"],
+        "down"
+    );
+    send(
+        &mut store,
+        "te/device/main/service/app/status/health",
+        r#"{"status":""}"#,
+    );
+    assert_eq!(
+        state(&store, "device/main/service/app")["health"]["status"],
+        "unknown"
+    );
+
+    send(
+        &mut store,
+        "te/device/main///a/temp",
+        r#"{"severity":"major","text":"hot","time":1701949168}"#,
+    );
+    assert_eq!(
+        state(&store, "device/main//")["alarms"]["temp"]["time"],
+        "2023-12-07T11:39:28.000Z"
+    );
+    store.on_message("te/device/main///a/temp", b"", now());
+    assert_eq!(state(&store, "device/main//")["alarms"], json!({}));
+
+    send(
+        &mut store,
+        "te/device/main///m/env",
+        r#"{"time":"2021-04-30T17:03:14.123+02:00","t":24,"c":{"x":1,"y":2.5}}"#,
+    );
+    store.take_effects();
+    for bad in ["{}", r#"{"t":true}"#, r#"{"time":null,"t":1}"#] {
+        send(&mut store, "te/device/main///m/env", bad);
+    }
+    assert_eq!(errors(&mut store).len(), 3);
+    assert_eq!(
+        state(&store, "device/main//")["measurements"],
+        json!({"env":{"c":{"x":{"value":1,"time":"2021-04-30T15:03:14.123Z"},"y":{"value":2.5,"time":"2021-04-30T15:03:14.123Z"}},"t":{"value":24,"time":"2021-04-30T15:03:14.123Z"}}})
+    );
+
+    send(
+        &mut store,
+        "te/device/main///cmd/restart/42",
+        r#"{"foo":1}"#,
+    );
+    send(&mut store, "te/device/main///config", r#"{"a":1}"#);
+    send(&mut store, "te/device/main///config", r#""str""#);
+    let s = state(&store, "device/main//");
+    assert_eq!(
+        s["commands"]["restart"]["42"],
+        json!({"foo":1,"status":"init"})
+    );
+    assert_eq!(s["config"], json!({"a":1}));
+}
+
+#[test]
+fn unknown_at_keys_are_ignored_and_never_become_twin_keys() {
+    let mut store = fresh();
+    send(
+        &mut store,
+        "te/device/c3//",
+        r#"{"@type":"child-device","@custom":1,"name":"n"}"#,
+    );
+    assert_eq!(
+        published(&mut store),
+        vec![r("te/device/c3///twin/name", r#""n""#)]
+    );
+    assert_eq!(state(&store, "device/c3//")["twin"], json!({"name":"n"}));
+}
+
+#[test]
+fn patch_checks_every_rule_before_applying() {
+    let mut store = fresh();
+    send(
+        &mut store,
+        "te/device/child_x//",
+        r#"{"@type":"child-device"}"#,
+    );
+    send(
+        &mut store,
+        "te/device/child_x/service/service0",
+        r#"{"@type":"service"}"#,
+    );
+    send(
+        &mut store,
+        "te/device/child_xx//",
+        r#"{"@type":"child-device","@parent":"device/child_x//"}"#,
+    );
+    send(
+        &mut store,
+        "te/device/child_xxx//",
+        r#"{"@type":"child-device","@parent":"device/child_xx//"}"#,
+    );
+    send(
+        &mut store,
+        "te/device/child_xy//",
+        r#"{"@type":"child-device","@parent":"device/child_x//"}"#,
+    );
+    send(
+        &mut store,
+        "te/device/child_y//",
+        r#"{"@type":"child-device"}"#,
+    );
+    store.take_effects();
+    let patch = |store: &mut Store, target: &str, parent: Option<&str>, health: Option<&str>| {
+        store
+            .write(Write::Patch {
+                id: id(target),
+                parent: parent.map(id),
+                health: health.map(id),
+            })
+            .unwrap_err()
+            .to_string()
+    };
+    assert_eq!(
+        patch(
+            &mut store,
+            "device/child_x//",
+            Some("device/child_x//"),
+            None
+        ),
+        "Entity: 'device/child_x//' can not be its own parent"
+    );
+    assert_eq!(
+        patch(&mut store, "device/child_xy//", Some("device/child_x/service/service0"), None),
+        "Entity: 'device/child_x/service/service0' can not be a parent of 'device/child_xy//' because it is a service. Only devices can be parents"
+    );
+    assert_eq!(
+        patch(&mut store, "device/main//", Some("device/child_x//"), None),
+        "The parent of main device can not be updated"
+    );
+    assert_eq!(
+        patch(&mut store, "device/child_x//", Some("device/child_xxx//"), None),
+        "Entity: 'device/child_xxx//' can not be a parent of 'device/child_x//' because 'device/child_xxx//' is a descendent of 'device/child_x//'"
+    );
+    assert_eq!(
+        patch(
+            &mut store,
+            "device/child_y//",
+            Some("device/unknown//"),
+            None
+        ),
+        "The specified parent \"device/unknown//\" does not exist in the entity store"
+    );
+    assert_eq!(
+        patch(
+            &mut store,
+            "device/child_y//",
+            None,
+            Some("device/unknown//")
+        ),
+        "The specified health endpoint: device/unknown// does not exist in the entity store"
+    );
+    assert!(store.take_effects().publications.is_empty());
+    let reply = store
+        .write(Write::Patch {
+            id: id("device/child_xx//"),
+            parent: Some(id("device/child_y//")),
+            health: None,
+        })
+        .unwrap();
+    assert_eq!(
+        reply.body.unwrap(),
+        r#"{"@topic-id":"device/child_xx//","@parent":"device/child_y//","@type":"child-device"}"#
+    );
+    assert_eq!(
+        published(&mut store),
+        vec![r(
+            "te/device/child_xx//",
+            r#"{"@parent":"device/child_y//","@type":"child-device"}"#
+        )]
+    );
+    assert_eq!(
+        list(&store, Some("device/child_y//"), None),
+        [
+            "device/child_y//",
+            "device/child_xx//",
+            "device/child_xxx//"
+        ]
+    );
+}
+
+#[test]
+fn post_registers_publishes_and_refuses_duplicates() {
+    let mut store = fresh();
+    let new = |body: Value| payload::parse_new_entity(body).unwrap();
+    let reply = store
+        .write(Write::Create(new(
+            json!({"@topic-id":"device/c7//","@type":"child-device","name":"c7"}),
+        )))
+        .unwrap();
+    assert_eq!(reply.body.unwrap(), r#"{"@topic-id":"device/c7//"}"#);
+    assert_eq!(
+        published(&mut store),
+        vec![
+            r(
+                "te/device/c7//",
+                r#"{"@parent":"device/main//","@type":"child-device","name":"c7"}"#
+            ),
+            r("te/device/c7///twin/name", r#""c7""#),
+        ]
+    );
+    assert_eq!(
+        store
+            .write(Write::Create(new(
+                json!({"@topic-id":"device/c7//","@type":"child-device"})
+            )))
+            .unwrap_err()
+            .to_string(),
+        "An entity with topic id: device/c7// is already registered"
+    );
+    assert_eq!(
+        store
+            .write(Write::Create(new(
+                json!({"@topic-id":"device/ghost2/service/svc","@type":"service"})
+            )))
+            .unwrap_err()
+            .to_string(),
+        "The specified parent \"device/ghost2//\" does not exist in the entity store"
+    );
+    let _ = NewEntity {
+        id: id("x"),
+        registration: payload::parse_registration(br#"{"@type":"child-device"}"#).unwrap(),
+    };
+}
+
+#[test]
+fn a_full_store_rejects_new_entities_but_keeps_updating_existing_ones() {
+    let mut store = synced(StoreConfig {
+        max_entities: 3,
+        ..config()
+    });
+    send(&mut store, "te/device/a//", r#"{"@type":"child-device"}"#);
+    send(&mut store, "te/device/n//", r#"{"@type":"child-device"}"#);
+    assert_eq!(
+        errors(&mut store),
+        ["te/device/n//: The entity store is full: the limit of 3 entities has been reached"]
+    );
+    send(&mut store, "te/device/a///twin/k", "1");
+    assert_eq!(state(&store, "device/a//")["twin"]["k"], 1);
+    let err = store
+        .write(Write::Create(
+            payload::parse_new_entity(json!({"@topic-id":"device/b","@type":"child-device"}))
+                .unwrap(),
+        ))
+        .unwrap_err();
+    assert_eq!(err, TwinError::StoreFull(3));
+}
+
+#[test]
+fn health_checks_are_answered_and_never_stored() {
+    let mut store = fresh();
+    store.on_message("te/device/main///cmd/health/check", b"", now());
+    let pubs = published(&mut store);
+    assert_eq!(pubs.len(), 1);
+    assert_eq!(pubs[0].0, format!("{AGENT}/status/health"));
+    assert!(pubs[0].2);
+    assert_eq!(state(&store, "device/main//")["commands"], json!({}));
+}
+
+#[test]
+fn writes_are_refused_until_the_sync_completed() {
+    let mut store = Store::new(config());
+    assert_eq!(
+        store
+            .write(Write::TwinSet(id("device/main"), "k".into(), json!(1)))
+            .unwrap_err(),
+        TwinError::NotReady("waiting for the retained-message sync marker".into())
+    );
+}
+
+#[test]
+fn a_persisted_main_device_that_differs_from_the_config_refuses_to_load() {
+    let mut store = fresh();
+    let entries = store.snapshot_entries().into_iter().collect();
+    let other = StoreConfig {
+        main: id("custom/main//"),
+        ..config()
+    };
+    assert!(Store::load(other, entries).is_err());
+}

@@ -1,0 +1,110 @@
+//! Small HTTP client helpers for tests: one request, a 10 s timeout, the whole answer.
+//!
+//! Each call builds its own `reqwest::Client`: a pooled client must not outlive the tokio
+//! runtime of the test that used it, and every `#[tokio::test]` has its own runtime.
+//! Transport failures panic (naming the method and URL); use [`try_send`] to observe them.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use reqwest::header::HeaderMap;
+use reqwest::{Method, RequestBuilder};
+
+#[allow(unused_imports)]
+pub use super::wait_until;
+
+pub const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A complete HTTP response.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Response {
+    /// The body as UTF-8; panics if it is not.
+    pub fn text(&self) -> &str {
+        std::str::from_utf8(&self.body)
+            .unwrap_or_else(|e| panic!("HTTP {} body is not UTF-8: {e}", self.status))
+    }
+
+    /// The body parsed as JSON; panics with the status and body if it is not.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "HTTP {} body is not JSON ({e}): {}",
+                self.status,
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
+    /// A header's value, if present and visible ASCII.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// A client with the rustls ring provider installed and a 10 s timeout per request.
+pub fn client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .timeout(TIMEOUT)
+        .build()
+        .expect("cannot build the reqwest client")
+}
+
+pub async fn get(url: &str) -> Response {
+    send(client().get(url)).await
+}
+
+pub async fn delete(url: &str) -> Response {
+    send(client().delete(url)).await
+}
+
+pub async fn put_json(url: &str, body: &serde_json::Value) -> Response {
+    send(client().put(url).json(body)).await
+}
+
+pub async fn post_json(url: &str, body: &serde_json::Value) -> Response {
+    send(client().post(url).json(body)).await
+}
+
+pub async fn patch_json(url: &str, body: &serde_json::Value) -> Response {
+    send(client().patch(url).json(body)).await
+}
+
+/// Any method with a raw body, e.g. a file upload.
+pub async fn request(method: Method, url: &str, body: impl Into<Bytes>) -> Response {
+    send(client().request(method, url).body(body.into())).await
+}
+
+/// Sends a request built on [`client()`] (custom headers, bodies); panics on transport errors.
+pub async fn send(request: RequestBuilder) -> Response {
+    let description = describe(&request);
+    try_send(request)
+        .await
+        .unwrap_or_else(|e| panic!("{description} failed: {e:#}"))
+}
+
+/// Sends a request; `Err` on connection failure or timeout (e.g. the server is down).
+pub async fn try_send(request: RequestBuilder) -> Result<Response, reqwest::Error> {
+    let response = request.send().await?;
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = response.bytes().await?;
+    Ok(Response {
+        status,
+        headers,
+        body,
+    })
+}
+
+fn describe(request: &RequestBuilder) -> String {
+    match request.try_clone().and_then(|r| r.build().ok()) {
+        Some(r) => format!("HTTP {} {}", r.method(), r.url()),
+        None => "HTTP request".to_owned(),
+    }
+}
