@@ -108,3 +108,23 @@ fn describe(request: &RequestBuilder) -> String {
         None => "HTTP request".to_owned(),
     }
 }
+
+/// Polls `GET url` until `check` accepts the answer, and returns that answer; panics with the
+/// last answer after [`TIMEOUT`]. For state the agent reaches asynchronously (MQTT input).
+pub async fn get_until(url: &str, check: impl Fn(&Response) -> bool) -> Response {
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    loop {
+        let response = get(url).await;
+        if check(&response) {
+            return response;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!(
+                "timed out waiting for GET {url} to match; last answer: {} {}",
+                response.status,
+                response.text()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -8,6 +8,7 @@
 //! wait has a timeout. Each test binary uses a subset, hence `dead_code` is allowed.
 #![allow(dead_code)]
 
+pub mod agent;
 pub mod http;
 pub mod mosquitto;
 pub mod mqtt;

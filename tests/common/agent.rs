@@ -1,0 +1,148 @@
+//! The agent under test, started in-process with `edge_agent::app::start` on `127.0.0.1:0`, a
+//! temp data dir and a real broker; or as the release-built binary, for crash tests.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use edge_agent::app::{self, Agent};
+use edge_agent::config::{
+    Config, DeviceConfig, HttpConfig, LogConfig, LogFormat, MqttConfig, TwinConfig,
+};
+use tempfile::TempDir;
+
+use super::http;
+use super::mosquitto::Broker;
+
+/// The agent's own service topic and its sync-marker prefix.
+pub const AGENT_TOPIC: &str = "te/device/main/service/edge-agent";
+pub const AGENT_REGISTRATION: &str =
+    r#"{"@parent":"device/main//","@type":"service","name":"edge-agent","type":"service"}"#;
+
+/// The configuration for an agent on `broker`'s port, with its state in `data_dir`.
+pub fn config(port: u16, data_dir: &Path) -> Config {
+    Config {
+        device: DeviceConfig {
+            id: "test-device".into(),
+        },
+        mqtt: MqttConfig {
+            host: "127.0.0.1".into(),
+            port,
+            client_id: "edge-agent".into(),
+            username: None,
+            password_file: None,
+            tls: None,
+            topic_root: "te".into(),
+            max_packet_size: 16 * 1024 * 1024,
+        },
+        http: HttpConfig {
+            bind: "127.0.0.1:0".parse().expect("a socket address"),
+            public_url: "http://127.0.0.1:0".into(),
+        },
+        data_dir: data_dir.to_path_buf(),
+        twin: TwinConfig::default(),
+        log: LogConfig {
+            level: "info".into(),
+            format: LogFormat::Text,
+        },
+    }
+}
+
+/// A running in-process agent and the data dir it owns.
+pub struct TestAgent {
+    agent: Option<Agent>,
+    dir: TempDir,
+    pub config: Config,
+    base: String,
+}
+
+impl TestAgent {
+    /// Starts an agent against `broker` and waits until `/readyz` answers 200.
+    pub async fn start(broker: &Broker) -> TestAgent {
+        Self::start_with(broker, |_| {}).await
+    }
+
+    /// Starts with a config adjusted by `adjust`, and waits until ready.
+    pub async fn start_with(broker: &Broker, adjust: impl FnOnce(&mut Config)) -> TestAgent {
+        let agent = Self::launch_with(broker, adjust).await;
+        agent.wait_ready().await;
+        agent
+    }
+
+    /// Starts without waiting for readiness (broker down, slow sync…).
+    pub async fn launch_with(broker: &Broker, adjust: impl FnOnce(&mut Config)) -> TestAgent {
+        super::init_tracing();
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let mut config = config(broker.port(), dir.path());
+        adjust(&mut config);
+        let agent = app::start(config.clone()).await.expect("the agent starts");
+        let base = format!("http://{}", agent.http_addr());
+        TestAgent {
+            agent: Some(agent),
+            dir,
+            config,
+            base,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn twin_dir(&self) -> PathBuf {
+        self.dir.path().join("twin")
+    }
+
+    pub async fn wait_ready(&self) {
+        let url = self.url("/readyz");
+        super::wait_until("the agent to be ready", Duration::from_secs(20), || {
+            let url = url.clone();
+            async move { http::get(&url).await.status == 200 }
+        })
+        .await;
+    }
+
+    /// Graceful stop (§8); asserts it finished within the grace period.
+    pub async fn stop(&mut self) {
+        if let Some(agent) = self.agent.take() {
+            assert!(
+                agent.shutdown().await,
+                "the agent stops within its grace period"
+            );
+        }
+    }
+
+    /// Stops the agent the way a crash would: no flush, no `down` message.
+    pub fn crash(&mut self) {
+        if let Some(agent) = self.agent.take() {
+            agent.abort();
+        }
+    }
+
+    /// Starts the agent again on the same data dir (after `stop` or `crash`), without waiting
+    /// for readiness.
+    pub async fn relaunch(&mut self) {
+        assert!(self.agent.is_none(), "stop or crash the agent first");
+        let agent = app::start(self.config.clone())
+            .await
+            .expect("the agent starts again");
+        self.base = format!("http://{}", agent.http_addr());
+        self.agent = Some(agent);
+    }
+
+    /// `stop` then `relaunch` then wait until ready.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        self.relaunch().await;
+        self.wait_ready().await;
+    }
+}
+
+impl Drop for TestAgent {
+    fn drop(&mut self) {
+        self.crash();
+    }
+}
