@@ -1,0 +1,228 @@
+//! Raw → resolved: applies the defaults to a [`RawConfig`] and checks every value, recording a
+//! [`Problem`] with its key for each bad one. Pure, except for reading the host name when
+//! `device.id` or `http.public_url` defaults to it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use super::raw::{ByteSize, RawConfig, RawTls, KIB, MIB};
+use super::{
+    host_name, public_url_for, Config, DeviceConfig, HttpConfig, LogConfig, MqttConfig, Origins,
+    Problem, TlsConfig, TwinConfig,
+};
+use crate::topic::EntityTopicId;
+
+/// MQTT cannot carry more: a packet's remaining length is at most 268,435,455 bytes.
+const MQTT_MAX_PACKET: u64 = 256 * MIB;
+const MIN_PACKET: u64 = KIB;
+
+/// Applies the defaults and checks each value, pushing a problem for each bad one. Returns the
+/// configuration only when every value could be resolved; the caller still checks `problems`.
+pub(super) fn resolve(raw: RawConfig, o: &Origins, problems: &mut Vec<Problem>) -> Option<Config> {
+    let mut bad = |key: &str, message: String| problems.push(o.at(key, message));
+    let mqtt_defaults = MqttConfig::default();
+    let twin_defaults = TwinConfig::default();
+    let log_defaults = LogConfig::default();
+
+    let device_id = match raw.device.id {
+        Some(id) if id.trim().is_empty() => {
+            bad("device.id", "must not be empty".into());
+            id
+        }
+        Some(id) => id,
+        None => host_name(),
+    };
+
+    let host = raw.mqtt.host.unwrap_or(mqtt_defaults.host);
+    if host.trim().is_empty() {
+        bad("mqtt.host", "must not be empty".into());
+    }
+    let port = raw.mqtt.port.unwrap_or(mqtt_defaults.port);
+    if port == 0 {
+        bad("mqtt.port", "must be between 1 and 65535".into());
+    }
+    let client_id = raw.mqtt.client_id.unwrap_or(mqtt_defaults.client_id);
+    if client_id.is_empty() {
+        // The persistent session (clean_session = false) is found by its client id.
+        bad("mqtt.client_id", "must not be empty".into());
+    }
+    if raw.mqtt.password_file.is_some() && raw.mqtt.username.is_none() {
+        bad(
+            "mqtt.password_file",
+            "needs mqtt.username: MQTT sends a password only with a user name".into(),
+        );
+    }
+    let RawTls {
+        ca_file,
+        cert_file,
+        key_file,
+    } = raw.mqtt.tls;
+    match (&cert_file, &key_file) {
+        (Some(_), None) => bad("mqtt.tls.cert_file", "needs mqtt.tls.key_file".into()),
+        (None, Some(_)) => bad("mqtt.tls.key_file", "needs mqtt.tls.cert_file".into()),
+        _ => {}
+    }
+    let tls = match ca_file {
+        Some(ca_file) => Some(TlsConfig {
+            ca_file,
+            cert_file,
+            key_file,
+        }),
+        None => {
+            if cert_file.is_some() || key_file.is_some() {
+                bad(
+                    "mqtt.tls.ca_file",
+                    "must be set to use a client certificate (TLS is on when it is set)".into(),
+                );
+            }
+            None
+        }
+    };
+    let topic_root = raw.mqtt.topic_root.unwrap_or(mqtt_defaults.topic_root);
+    if topic_root.is_empty() || topic_root.contains(['/', '+', '#', '\0']) {
+        bad(
+            "mqtt.topic_root",
+            format!("must be one non-empty topic level without '/', '+' or '#': {topic_root:?}"),
+        );
+    }
+    let max_packet_size = raw
+        .mqtt
+        .max_packet_size
+        .map_or(mqtt_defaults.max_packet_size as u64, |s| s.0);
+    if !(MIN_PACKET..=MQTT_MAX_PACKET).contains(&max_packet_size) {
+        bad(
+            "mqtt.max_packet_size",
+            format!(
+                "must be between 1KiB and 256MiB, not {}",
+                ByteSize(max_packet_size)
+            ),
+        );
+    }
+
+    let bind = match raw.http.bind {
+        None => Some(HttpConfig::default().bind),
+        Some(text) => {
+            let parsed = text.parse::<SocketAddr>().ok();
+            if parsed.is_none() {
+                bad(
+                    "http.bind",
+                    format!(
+                        "must be an IP address and a port, like 127.0.0.1:8000 or [::]:8000, not {text:?}"
+                    ),
+                );
+            }
+            parsed
+        }
+    };
+    let public_url = match raw.http.public_url {
+        Some(url) => {
+            let url = url.trim_end_matches('/').to_owned();
+            let host = url
+                .strip_prefix("http://")
+                .or_else(|| url.strip_prefix("https://"));
+            if host.is_none_or(|h| h.is_empty() || h.starts_with('/'))
+                || url.contains(char::is_whitespace)
+            {
+                bad(
+                    "http.public_url",
+                    format!("must be an http:// or https:// URL with a host, not {url:?}"),
+                );
+            }
+            url
+        }
+        None => bind.map(public_url_for).unwrap_or_default(),
+    };
+
+    let data_dir = raw
+        .data_dir
+        .unwrap_or_else(|| PathBuf::from("/var/lib/edge-agent"));
+    if data_dir.as_os_str().is_empty() {
+        bad("data_dir", "must not be empty".into());
+    }
+
+    let mut topic_id = |key: &str, value: Option<String>, default: EntityTopicId| match value {
+        None => Some(default),
+        Some(text) => match text.parse::<EntityTopicId>() {
+            Ok(id) => Some(id),
+            Err(e) => {
+                bad(key, format!("{e}: {text:?}"));
+                None
+            }
+        },
+    };
+    let main_device = topic_id(
+        "twin.main_device",
+        raw.twin.main_device,
+        twin_defaults.main_device,
+    );
+    let agent_service = topic_id(
+        "twin.agent_service",
+        raw.twin.agent_service,
+        twin_defaults.agent_service,
+    );
+    if main_device.is_some() && main_device == agent_service {
+        bad(
+            "twin.agent_service",
+            "must differ from twin.main_device".into(),
+        );
+    }
+    let max_entities = raw.twin.max_entities.unwrap_or(twin_defaults.max_entities);
+    if max_entities < 2 {
+        bad(
+            "twin.max_entities",
+            "must be at least 2: the main device and the agent's service count".into(),
+        );
+    }
+    let telemetry_flush_interval = raw
+        .twin
+        .telemetry_flush_interval
+        .map_or(twin_defaults.telemetry_flush_interval, |i| i.0);
+    if telemetry_flush_interval.is_zero() {
+        bad(
+            "twin.telemetry_flush_interval",
+            "must be longer than zero".into(),
+        );
+    }
+
+    let level = raw.log.level.unwrap_or(log_defaults.level);
+    if level.trim().is_empty() {
+        bad("log.level", "must not be empty".into());
+    } else if let Err(e) = tracing_subscriber::EnvFilter::try_new(&level) {
+        bad("log.level", format!("not a log filter ({e}): {level:?}"));
+    }
+
+    Some(Config {
+        device: DeviceConfig { id: device_id },
+        mqtt: MqttConfig {
+            host,
+            port,
+            client_id,
+            username: raw.mqtt.username,
+            password_file: raw.mqtt.password_file,
+            tls,
+            topic_root,
+            max_packet_size: usize::try_from(max_packet_size).ok()?,
+        },
+        http: HttpConfig {
+            bind: bind?,
+            public_url,
+        },
+        data_dir,
+        twin: TwinConfig {
+            main_device: main_device?,
+            agent_service: agent_service?,
+            auto_register: raw
+                .twin
+                .auto_register
+                .unwrap_or(twin_defaults.auto_register),
+            max_entities,
+            max_pending: raw.twin.max_pending.unwrap_or(twin_defaults.max_pending),
+            events_kept: raw.twin.events_kept.unwrap_or(twin_defaults.events_kept),
+            telemetry_flush_interval,
+        },
+        log: LogConfig {
+            level,
+            format: raw.log.format.unwrap_or(log_defaults.format),
+        },
+    })
+}
