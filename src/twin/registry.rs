@@ -550,11 +550,9 @@ impl Store {
             return Ok(Reply::empty());
         }
         let removed = self.deregister(id);
-        let body: Vec<Value> = removed
-            .iter()
-            .map(|e| serde_json::to_value(e.metadata()).unwrap_or(Value::Null))
-            .collect();
-        Ok(Reply::json(Value::Array(body).to_string()))
+        // Serialized directly, not through `Value`, which would sort the keys (§5.3 order).
+        let body: Vec<_> = removed.iter().map(Entity::metadata).collect();
+        Ok(Reply::json(to_json(&body)))
     }
 
     // ---- deregistration ------------------------------------------------------------------
