@@ -3,6 +3,7 @@
 //! - [`mosquitto`]: `Broker`, a mosquitto child process on a free port in a temp dir.
 //! - [`mqtt`]: `TestClient`, acknowledged publish/subscribe and message expectations.
 //! - [`http`]: one-shot reqwest helpers returning status, headers and body.
+//! - [`twin_http`]: a broker, a ready agent and a bus watcher, with exact HTTP and MQTT assertions.
 //!
 //! Everything is per test (ports, directories, client ids), so tests run in parallel, and every
 //! wait has a timeout. Each test binary uses a subset, hence `dead_code` is allowed.
@@ -12,6 +13,7 @@ pub mod agent;
 pub mod http;
 pub mod mosquitto;
 pub mod mqtt;
+pub mod twin_http;
 
 use std::future::Future;
 use std::time::Duration;
