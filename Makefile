@@ -29,6 +29,7 @@ lint:
 	cargo clippy --all-targets -- -D warnings
 
 bench:
+	cargo build --release --bin edge-agent
 	cargo run --release --example bench
 
 clean:

@@ -124,13 +124,14 @@ type WriteResult = (Responder, Result<Reply, TwinError>);
 
 impl Runner {
     /// Applies a batch of inputs, then persists once and carries out the effects in order.
+    /// Reads are answered after the batch's group commit, so nothing a client sees can be lost
+    /// by a crash (§7.1).
     fn process(&mut self, batch: Vec<Input>) {
         let mut steps: Vec<(Effects, Option<WriteResult>)> = Vec::new();
+        let mut reads = Vec::new();
         for input in batch {
             match input {
-                Input::Query(query, tx) => {
-                    let _ = tx.send(self.store.query(&query));
-                }
+                Input::Query(query, tx) => reads.push((tx, self.store.query(&query))),
                 Input::Write(write, tx) => {
                     steps.push((self.store.take_effects(), None));
                     let result = self.store.write(write);
@@ -141,6 +142,9 @@ impl Runner {
         }
         steps.push((self.store.take_effects(), None));
         self.carry_out(steps);
+        for (tx, reply) in reads {
+            let _ = tx.send(reply);
+        }
         let synced = self.store.is_synced();
         if synced && !self.readiness.borrow().is_ready() {
             self.marker_deadline = None;
