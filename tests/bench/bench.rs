@@ -404,9 +404,10 @@ async fn publish_all(
     });
     let mut acked = 0;
     while acked < total {
-        match eventloop.poll().await.expect("publisher connection") {
-            Event::Incoming(Packet::PubAck(_)) => acked += 1,
-            _ => {}
+        if let Event::Incoming(Packet::PubAck(_)) =
+            eventloop.poll().await.expect("publisher connection")
+        {
+            acked += 1;
         }
     }
     let done = Instant::now();
