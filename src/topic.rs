@@ -7,6 +7,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -22,9 +23,10 @@ pub enum TopicIdError {
 }
 
 /// A canonical entity topic id: exactly four segments joined by three slashes, at least one of
-/// them non-empty, none containing `+`, `#` or NUL.
+/// them non-empty, none containing `+`, `#` or NUL. Clones share one allocation: the twin keeps
+/// an id in its index, its entity, its children's `parent` and its parent's `children`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct EntityTopicId(Box<str>);
+pub struct EntityTopicId(Arc<str>);
 
 impl EntityTopicId {
     /// Validates four segments taken from an MQTT topic or a split HTTP path.
@@ -38,12 +40,12 @@ impl EntityTopicId {
         if segments.iter().all(|s| s.is_empty()) {
             return Err(TopicIdError::AllEmpty);
         }
-        Ok(EntityTopicId(segments.join("/").into_boxed_str()))
+        Ok(EntityTopicId(segments.join("/").into()))
     }
 
     /// The default main device, `device/main//`.
     pub fn default_main() -> Self {
-        EntityTopicId("device/main//".into())
+        EntityTopicId(Arc::from("device/main//"))
     }
 
     pub fn as_str(&self) -> &str {
@@ -83,7 +85,7 @@ impl EntityTopicId {
     /// The device `device/<d>//` a default-scheme service id belongs to.
     pub fn default_service_device(&self) -> Option<EntityTopicId> {
         self.default_service_names()
-            .map(|(d, _)| EntityTopicId(format!("device/{d}//").into_boxed_str()))
+            .map(|(d, _)| EntityTopicId(format!("device/{d}//").into()))
     }
 
     /// The topic `<root>/<id>` (registration) or `<root>/<id>/<channel>`.

@@ -2,6 +2,8 @@
 //! capabilities, commands and health, from MQTT messages and from the HTTP twin routes (§5.7).
 //! Extends [`Store`]; no I/O. Entity structure (registration, removal) is `registry`'s business.
 
+use std::collections::VecDeque;
+
 use serde_json::{Map, Value};
 
 use super::api::Reply;
@@ -11,6 +13,7 @@ use super::model::{Health, Record, Series, SeriesNode};
 use super::payload::{self, ConfigPayload};
 use super::store::{Durability, Store};
 use super::time::Timestamp;
+use super::vecmap::VecMap;
 use crate::topic::{Channel, EntityTopicId};
 
 impl Store {
@@ -25,12 +28,7 @@ impl Store {
     ) {
         if channel.is_retained_kind() {
             if let Some(entity) = self.entities.get_mut(id) {
-                let name = channel.to_string();
-                if bytes.is_empty() {
-                    entity.retained.remove(&name);
-                } else if !entity.retained.contains(&name) {
-                    entity.retained.insert(name);
-                }
+                entity.set_retained(&channel.to_string(), !bytes.is_empty());
             }
         }
         let result = match channel {
@@ -79,7 +77,7 @@ impl Store {
             }
         };
         if let Some(entity) = self.entities.get_mut(id) {
-            entity.config = document;
+            entity.extra_mut().config = document;
         }
         self.touch(id, Durability::Retained);
         Ok(())
@@ -94,16 +92,20 @@ impl Store {
     ) -> Result<(), TwinError> {
         let m = payload::parse_measurement(bytes, topic_type).map_err(TwinError::InvalidPayload)?;
         let limit = self.cfg.max_section_items;
+        let names = &mut self.names;
         let Some(entity) = self.entities.get_mut(id) else {
             return Ok(());
         };
-        if !entity.measurements.contains_key(&m.mtype) && entity.measurements.len() >= limit {
+        if !entity.measurements.contains_key(m.mtype.as_str()) && entity.measurements.len() >= limit
+        {
             return Err(section_full("measurement types", id, limit));
         }
         let time = m.time.unwrap_or(now);
-        let series = entity.measurements.entry(m.mtype).or_default();
+        let series = entity
+            .measurements
+            .get_or_insert_with(names.intern(&m.mtype), VecMap::new);
         for v in m.values {
-            if !series.contains_key(&v.name) && series.len() >= limit {
+            if !series.contains_key(v.name.as_str()) && series.len() >= limit {
                 return Err(section_full("series", id, limit));
             }
             let point = Series {
@@ -112,17 +114,15 @@ impl Store {
             };
             match v.member {
                 None => {
-                    series.insert(v.name, SeriesNode::Single(point));
+                    series.insert(names.intern(&v.name), SeriesNode::Single(point));
                 }
-                Some(member) => match series.get_mut(&v.name) {
+                Some(member) => match series.get_mut(v.name.as_str()) {
                     Some(SeriesNode::Group(group)) => {
-                        group.insert(member, point);
+                        group.insert(names.intern(&member), point);
                     }
                     _ => {
-                        series.insert(
-                            v.name,
-                            SeriesNode::Group([(member, point)].into_iter().collect()),
-                        );
+                        let group = [(names.intern(&member), point)].into_iter().collect();
+                        series.insert(names.intern(&v.name), SeriesNode::Group(group));
                     }
                 },
             }
@@ -143,10 +143,15 @@ impl Store {
         let Some(entity) = self.entities.get_mut(id) else {
             return Ok(());
         };
-        if !entity.events.contains_key(&event.etype) && entity.events.len() >= limit {
+        if !entity.extra_mut().events.contains_key(&event.etype)
+            && entity.extra_mut().events.len() >= limit
+        {
             return Err(section_full("event types", id, limit));
         }
-        let list = entity.events.entry(event.etype).or_default();
+        let list = entity
+            .extra_mut()
+            .events
+            .get_or_insert_with(event.etype, VecDeque::new);
         list.push_front(Record {
             payload: event.payload,
             time: event.time.unwrap_or(now),
@@ -181,13 +186,15 @@ impl Store {
         };
         match record {
             None => {
-                entity.alarms.remove(&key);
+                entity.extra_mut().alarms.remove(&key);
             }
             Some(record) => {
-                if !entity.alarms.contains_key(&key) && entity.alarms.len() >= limit {
+                if !entity.extra_mut().alarms.contains_key(&key)
+                    && entity.extra_mut().alarms.len() >= limit
+                {
                     return Err(section_full("alarms", id, limit));
                 }
-                entity.alarms.insert(key, record);
+                entity.extra_mut().alarms.insert(key, record);
             }
         }
         self.touch(id, Durability::Retained);
@@ -211,13 +218,16 @@ impl Store {
         };
         match capability {
             None => {
-                entity.capabilities.remove(op);
+                entity.extra_mut().capabilities.remove(op);
             }
             Some(map) => {
-                if !entity.capabilities.contains_key(op) && entity.capabilities.len() >= limit {
+                if !entity.extra_mut().capabilities.contains_key(op)
+                    && entity.extra_mut().capabilities.len() >= limit
+                {
                     return Err(section_full("capabilities", id, limit));
                 }
                 entity
+                    .extra_mut()
                     .capabilities
                     .insert(op.to_string(), Value::Object(map));
             }
@@ -244,16 +254,17 @@ impl Store {
         };
         match command {
             None => {
-                if let Some(ops) = entity.commands.get_mut(op) {
+                if let Some(ops) = entity.extra_mut().commands.get_mut(op) {
                     ops.remove(cmd);
                     if ops.is_empty() {
-                        entity.commands.remove(op);
+                        entity.extra_mut().commands.remove(op);
                     }
                 }
             }
             Some(map) => {
-                let count: usize = entity.commands.values().map(|c| c.len()).sum();
+                let count: usize = entity.extra_mut().commands.values().map(|c| c.len()).sum();
                 let known = entity
+                    .extra_mut()
                     .commands
                     .get(op)
                     .is_some_and(|ops| ops.contains_key(cmd));
@@ -261,9 +272,9 @@ impl Store {
                     return Err(section_full("commands", id, limit));
                 }
                 entity
+                    .extra_mut()
                     .commands
-                    .entry(op.to_string())
-                    .or_default()
+                    .get_or_insert_with(op.to_string(), VecMap::new)
                     .insert(cmd.to_string(), map);
             }
         }
@@ -281,7 +292,7 @@ impl Store {
             }
         });
         if let Some(entity) = self.entities.get_mut(id) {
-            entity.health = health;
+            entity.extra_mut().health = health;
         }
         self.touch(id, Durability::Retained);
     }
@@ -306,7 +317,7 @@ impl Store {
                     return Ok(false);
                 }
                 if publish {
-                    entity.retained.remove(&channel);
+                    entity.set_retained(&channel, false);
                 }
                 Vec::new()
             }
@@ -320,7 +331,7 @@ impl Store {
                 let text = v.to_string().into_bytes();
                 entity.twin.insert(key.to_string(), v);
                 if publish {
-                    entity.retained.insert(channel.clone());
+                    entity.set_retained(&channel, true);
                 }
                 text
             }

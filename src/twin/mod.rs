@@ -10,6 +10,7 @@ pub mod effects;
 pub mod error;
 mod errors_topic;
 pub mod model;
+mod names;
 pub mod payload;
 pub mod persist;
 mod query;
@@ -20,6 +21,7 @@ pub mod task;
 #[cfg(test)]
 mod tests;
 pub mod time;
+pub mod vecmap;
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch};

@@ -5,6 +5,9 @@
 //! `payload`, and the persisted form is exactly the serde form of [`Entity`].
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::{Arc, LazyLock};
+
+use super::vecmap::VecMap;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -56,6 +59,10 @@ pub struct Registration {
     pub ignored: Vec<String>,
 }
 
+/// A measurement type or series name, interned by the store: thousands of children usually
+/// report the same few names.
+pub type Name = Arc<str>;
+
 /// One measurement value: `{"value":<number>,"time":<time>}` (§6.1).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Series {
@@ -68,7 +75,7 @@ pub struct Series {
 #[serde(untagged)]
 pub enum SeriesNode {
     Single(Series),
-    Group(BTreeMap<String, Series>),
+    Group(VecMap<Name, Series>),
 }
 
 /// A received alarm or event: the payload object (without `time`), its time and reception time.
@@ -88,7 +95,8 @@ pub struct Health {
 }
 
 /// Everything the twin keeps about one registered entity. `children` is derived from the other
-/// entities' `parent` and never persisted.
+/// entities' `parent` and never persisted. Sections are [`VecMap`]s and rare parts are boxed, to
+/// keep an entity with one measurement series within a few hundred bytes (issue #2, memory).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Entity {
     pub id: EntityTopicId,
@@ -102,34 +110,54 @@ pub struct Entity {
     pub health_endpoint: Option<EntityTopicId>,
     /// The last accepted registration payload as compact, key-sorted JSON (§4.5).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_payload: Option<String>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub twin: BTreeMap<String, Value>,
+    pub last_payload: Option<Box<str>>,
+    #[serde(default, skip_serializing_if = "VecMap::is_empty")]
+    pub twin: VecMap<String, Value>,
+    #[serde(default, skip_serializing_if = "VecMap::is_empty")]
+    pub measurements: VecMap<Name, VecMap<Name, SeriesNode>>,
+    /// Config, health, capabilities, alarms, events and commands: absent for most entities.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub config: Option<Map<String, Value>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub health: Option<Health>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub capabilities: BTreeMap<String, Value>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub measurements: BTreeMap<String, BTreeMap<String, SeriesNode>>,
-    /// Active alarms keyed by topic type (`ThinEdgeAlarm` for an empty one).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub alarms: BTreeMap<String, Record>,
-    /// Recent events per effective type, newest arrival first.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub events: BTreeMap<String, VecDeque<Record>>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub commands: BTreeMap<String, BTreeMap<String, Map<String, Value>>>,
+    pub extra: Option<Box<Extra>>,
     /// Exact channels (`twin/k`, `a/`, `m/t/meta`, …) of retained topics seen for this entity,
-    /// so that deregistration can clear each of them (§4.8).
-    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
-    pub retained: BTreeSet<String>,
+    /// sorted, so that deregistration can clear each of them (§4.8).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retained: Vec<String>,
     #[serde(skip)]
     pub children: BTreeSet<EntityTopicId>,
 }
 
+/// The sections of an entity that most entities never use (a child with one sensor has none).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Extra {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<Map<String, Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<Health>,
+    #[serde(default, skip_serializing_if = "VecMap::is_empty")]
+    pub capabilities: VecMap<String, Value>,
+    /// Active alarms keyed by topic type (`ThinEdgeAlarm` for an empty one).
+    #[serde(default, skip_serializing_if = "VecMap::is_empty")]
+    pub alarms: VecMap<String, Record>,
+    /// Recent events per effective type, newest arrival first.
+    #[serde(default, skip_serializing_if = "VecMap::is_empty")]
+    pub events: VecMap<String, VecDeque<Record>>,
+    #[serde(default, skip_serializing_if = "VecMap::is_empty")]
+    pub commands: VecMap<String, VecMap<String, Map<String, Value>>>,
+}
+
+static NO_EXTRA: LazyLock<Extra> = LazyLock::new(Extra::default);
+
 impl Entity {
+    /// The rarely used sections, empty when the entity has none.
+    pub fn extra(&self) -> &Extra {
+        self.extra.as_deref().unwrap_or(&NO_EXTRA)
+    }
+
+    /// The rarely used sections, created on first use.
+    pub fn extra_mut(&mut self) -> &mut Extra {
+        self.extra.get_or_insert_with(Box::default)
+    }
+
     pub fn new(id: EntityTopicId, etype: EntityType, parent: Option<EntityTopicId>) -> Self {
         Entity {
             id,
@@ -138,16 +166,25 @@ impl Entity {
             external_id: None,
             health_endpoint: None,
             last_payload: None,
-            twin: BTreeMap::new(),
-            config: None,
-            health: None,
-            capabilities: BTreeMap::new(),
-            measurements: BTreeMap::new(),
-            alarms: BTreeMap::new(),
-            events: BTreeMap::new(),
-            commands: BTreeMap::new(),
-            retained: BTreeSet::new(),
+            twin: VecMap::new(),
+            measurements: VecMap::new(),
+            extra: None,
+            retained: Vec::new(),
             children: BTreeSet::new(),
+        }
+    }
+
+    /// Records whether the retained topic `channel` currently holds a message for this entity.
+    pub fn set_retained(&mut self, channel: &str, present: bool) {
+        match (
+            self.retained.binary_search_by(|c| c.as_str().cmp(channel)),
+            present,
+        ) {
+            (Err(i), true) => self.retained.insert(i, channel.to_string()),
+            (Ok(i), false) => {
+                self.retained.remove(i);
+            }
+            _ => {}
         }
     }
 
@@ -205,16 +242,17 @@ impl Serialize for State<'_> {
             m.serialize_entry("@health", h)?;
         }
         m.serialize_entry("twin", &e.twin)?;
-        match &e.config {
+        let x = e.extra();
+        match &x.config {
             Some(c) => m.serialize_entry("config", c)?,
             None => m.serialize_entry("config", &Map::new())?,
         }
-        m.serialize_entry("health", &e.health)?;
-        m.serialize_entry("capabilities", &e.capabilities)?;
+        m.serialize_entry("health", &x.health)?;
+        m.serialize_entry("capabilities", &x.capabilities)?;
         m.serialize_entry("measurements", &e.measurements)?;
-        m.serialize_entry("alarms", &e.alarms)?;
-        m.serialize_entry("events", &e.events)?;
-        m.serialize_entry("commands", &e.commands)?;
+        m.serialize_entry("alarms", &x.alarms)?;
+        m.serialize_entry("events", &x.events)?;
+        m.serialize_entry("commands", &x.commands)?;
         m.serialize_entry("children", &e.children)?;
         m.end()
     }

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 const SNAPSHOT: &str = "state.json";
@@ -27,14 +28,38 @@ const JOURNAL_MIN_LIMIT: u64 = 8 << 20;
 /// One change to the log. Both are idempotent, so replaying a record twice is harmless.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Op {
-    Put(String, Value),
+    Put(String, RawJson),
     Del(String),
+}
+
+/// A JSON value kept as its text. The twin serializes an entity once, straight to text, and the
+/// journal and snapshot copy that text: no value tree is built on the way to the disk, nor on
+/// the way back (a value tree costs several times the text in memory).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RawJson(Box<RawValue>);
+
+impl RawJson {
+    pub fn from_serialize<T: Serialize + ?Sized>(value: &T) -> serde_json::Result<RawJson> {
+        serde_json::value::to_raw_value(value).map(RawJson)
+    }
+
+    pub fn get(&self) -> &str {
+        self.0.get()
+    }
+}
+
+/// Equal when the texts are: both sides are written compactly by serde_json.
+impl PartialEq for RawJson {
+    fn eq(&self, other: &Self) -> bool {
+        self.get() == other.get()
+    }
 }
 
 /// What [`Persist::open`] found on disk.
 #[derive(Debug, Default)]
 pub struct Loaded {
-    pub entries: BTreeMap<String, Value>,
+    pub entries: BTreeMap<String, RawJson>,
     /// Anomalies that were repaired or skipped (torn lines, a corrupt snapshot moved aside...).
     pub warnings: Vec<String>,
 }
@@ -113,7 +138,7 @@ struct RecordOut<'a> {
     op: Kind,
     key: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    value: Option<&'a Value>,
+    value: Option<&'a RawJson>,
 }
 
 #[derive(Deserialize)]
@@ -123,18 +148,18 @@ struct RecordIn {
     key: String,
     // `Option<Value>` alone would read `"value":null` as absent, and a put of null as corrupt.
     #[serde(default, deserialize_with = "present")]
-    value: Option<Value>,
+    value: Option<RawJson>,
 }
 
-fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
-    Value::deserialize(d).map(Some)
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<RawJson>, D::Error> {
+    RawJson::deserialize(d).map(Some)
 }
 
 #[derive(Deserialize)]
 struct SnapshotIn {
     version: Value,
     seq: u64,
-    entries: BTreeMap<String, Value>,
+    entries: BTreeMap<String, RawJson>,
 }
 
 /// Only the version, to tell a newer format from a damaged file when the full parse fails.
@@ -145,7 +170,7 @@ struct VersionProbe {
 
 struct Snapshot {
     seq: u64,
-    entries: BTreeMap<String, Value>,
+    entries: BTreeMap<String, RawJson>,
     size: u64,
 }
 
@@ -336,7 +361,7 @@ impl Persist {
     /// Writes a snapshot of all live `entries`, then empties the journal. The snapshot carries the
     /// number of the last record appended, so a crash between the two steps leaves records that
     /// the next load skips as already included.
-    pub fn write_snapshot<I: IntoIterator<Item = (String, Value)>>(
+    pub fn write_snapshot<I: IntoIterator<Item = (String, RawJson)>>(
         &mut self,
         entries: I,
     ) -> Result<(), PersistError> {
@@ -513,7 +538,7 @@ struct Replay {
 fn replay(
     bytes: &[u8],
     snapshot_seq: u64,
-    entries: &mut BTreeMap<String, Value>,
+    entries: &mut BTreeMap<String, RawJson>,
     path: &Path,
     warnings: &mut Vec<String>,
 ) -> Replay {
@@ -577,7 +602,7 @@ fn replay(
 }
 
 /// Serializes straight into the file: a snapshot of a large twin is never built in memory.
-fn write_snapshot_file<I: IntoIterator<Item = (String, Value)>>(
+fn write_snapshot_file<I: IntoIterator<Item = (String, RawJson)>>(
     tmp: &Path,
     seq: u64,
     entries: I,
@@ -621,19 +646,20 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn raw(value: &Value) -> RawJson {
+        RawJson::from_serialize(value).unwrap()
+    }
+
     fn put(key: &str, value: Value) -> Op {
-        Op::Put(key.to_string(), value)
+        Op::Put(key.to_string(), raw(&value))
     }
 
     fn del(key: &str) -> Op {
         Op::Del(key.to_string())
     }
 
-    fn map(pairs: &[(&str, Value)]) -> BTreeMap<String, Value> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.clone()))
-            .collect()
+    fn map(pairs: &[(&str, Value)]) -> BTreeMap<String, RawJson> {
+        pairs.iter().map(|(k, v)| (k.to_string(), raw(v))).collect()
     }
 
     fn reopen(dir: &Path) -> Loaded {
@@ -718,11 +744,11 @@ mod tests {
 
         assert_eq!(journal_seqs(tmp.path()), (1..=10_000).collect::<Vec<_>>());
         let loaded = reopen(tmp.path());
-        let expected: BTreeMap<String, Value> = (0..10_000)
+        let expected: BTreeMap<String, RawJson> = (0..10_000)
             .map(|i| {
                 (
                     format!("e/device/child{i}//"),
-                    json!({"@type": "child-device", "n": i}),
+                    raw(&json!({"@type": "child-device", "n": i})),
                 )
             })
             .collect();
@@ -747,7 +773,8 @@ mod tests {
         let (mut p, _) = Persist::open(tmp.path()).unwrap();
         p.append(&[put("c", json!(3))]).unwrap();
         assert_eq!(journal_seqs(tmp.path()), vec![1, 2, 3]);
-        p.write_snapshot([("a".to_string(), json!(1))]).unwrap();
+        p.write_snapshot([("a".to_string(), raw(&json!(1)))])
+            .unwrap();
         drop(p);
 
         let (mut p, loaded) = Persist::open(tmp.path()).unwrap();
@@ -898,7 +925,7 @@ mod tests {
             p.append(&[put("after", json!(cut))]).unwrap();
             drop(p);
             let mut expected = expected.clone();
-            expected.insert("after".to_string(), json!(cut));
+            expected.insert("after".to_string(), raw(&json!(cut)));
             let reloaded = reopen(case.path());
             assert_eq!(reloaded.entries, expected, "append after cut at {cut}");
             assert!(reloaded.warnings.is_empty(), "cut at {cut}");
@@ -1075,7 +1102,7 @@ mod tests {
             let (mut p, _) = Persist::open(tmp.path()).unwrap();
             p.append(&[put("k", json!(1))]).unwrap();
             drop(p);
-            assert_eq!(reopen(tmp.path()).entries.get("k"), Some(&json!(1)));
+            assert_eq!(reopen(tmp.path()).entries.get("k"), Some(&raw(&json!(1))));
         }
     }
 
@@ -1117,7 +1144,7 @@ mod tests {
         assert!(p.needs_snapshot());
 
         // A snapshot larger than 8 MiB raises the bar to its own size.
-        p.write_snapshot([("big".to_string(), json!("z".repeat(10 << 20)))])
+        p.write_snapshot([("big".to_string(), raw(&json!("z".repeat(10 << 20))))])
             .unwrap();
         assert!(!p.needs_snapshot());
         p.append(&[put("big", json!("w".repeat(9 << 20)))]).unwrap();

@@ -34,7 +34,7 @@ impl Store {
             }
             Query::Config(id) => {
                 let entity = self.known(id)?;
-                Ok(Reply::json(match &entity.config {
+                Ok(Reply::json(match &entity.extra().config {
                     Some(c) => to_json(c),
                     None => "{}".to_string(),
                 }))
@@ -42,6 +42,7 @@ impl Store {
             Query::ConfigKey(id, key) => {
                 let value = self
                     .known(id)?
+                    .extra()
                     .config
                     .as_ref()
                     .and_then(|c| c.get(key))
@@ -74,15 +75,13 @@ impl Store {
 
     /// `Entity with topic id: … not found` (metadata and state routes).
     fn found(&self, id: &EntityTopicId) -> Result<&Entity, TwinError> {
-        self.entities
-            .get(id)
+        self.entity(id)
             .ok_or_else(|| TwinError::EntityNotFound(id.clone()))
     }
 
     /// `The specified entity: … does not exist` (twin and config routes).
     fn known(&self, id: &EntityTopicId) -> Result<&Entity, TwinError> {
-        self.entities
-            .get(id)
+        self.entity(id)
             .ok_or_else(|| TwinError::UnknownEntity(id.clone()))
     }
 
@@ -111,15 +110,15 @@ impl Store {
         let mut out = Vec::new();
         if let Some(parent) = &filter.parent {
             if let Some(p) = self.entities.get(parent) {
-                out.extend(p.children.iter().filter_map(|c| self.entities.get(c)));
+                out.extend(p.children.iter().filter_map(|c| self.entity(c)));
             }
         } else {
             let start = filter.root.as_ref().unwrap_or(&self.cfg.main);
-            if let Some(root) = self.entities.get(start) {
+            if let Some(root) = self.entity(start) {
                 let mut queue = VecDeque::from([root]);
                 while let Some(entity) = queue.pop_front() {
                     out.push(entity);
-                    queue.extend(entity.children.iter().filter_map(|c| self.entities.get(c)));
+                    queue.extend(entity.children.iter().filter_map(|c| self.entity(c)));
                 }
             }
         }

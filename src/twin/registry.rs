@@ -88,17 +88,17 @@ impl Store {
     }
 
     fn republish_registration(&mut self, id: &EntityTopicId) {
+        let stored = || {
+            self.entities
+                .get(id)
+                .and_then(|e| e.last_payload.as_deref().map(str::to_string))
+        };
         let payload = if *id == self.cfg.agent {
             Some(self.agent_registration().to_string())
         } else if *id == self.cfg.main {
-            Some(
-                self.entities
-                    .get(id)
-                    .and_then(|e| e.last_payload.clone())
-                    .unwrap_or_else(|| r#"{"@type":"device"}"#.to_string()),
-            )
+            Some(stored().unwrap_or_else(|| r#"{"@type":"device"}"#.to_string()))
         } else {
-            self.entities.get(id).and_then(|e| e.last_payload.clone())
+            stored()
         };
         if let Some(payload) = payload {
             let topic = id.topic(&self.cfg.root, &Channel::Registration);
@@ -292,13 +292,14 @@ impl Store {
         parent: Option<EntityTopicId>,
         publish: bool,
     ) {
+        let parent = parent.map(|p| self.canonical(&p));
         let old_parent = self.entities.get(id).map(|e| e.parent.clone());
         match old_parent {
             None => {
                 let mut entity = Entity::new(id.clone(), reg.etype, parent.clone());
                 entity.external_id = reg.external_id.clone();
                 entity.health_endpoint = reg.health.clone();
-                self.entities.insert(id.clone(), entity);
+                self.entities.insert(id.clone(), Box::new(entity));
                 self.removed.remove(id);
                 self.link(id, parent.as_ref());
             }
@@ -317,7 +318,7 @@ impl Store {
             }
         }
         if let Some(entity) = self.entities.get_mut(id) {
-            entity.last_payload = Some(canonical.clone());
+            entity.last_payload = Some(canonical.as_str().into());
         }
         self.touch(id, Durability::Now);
         if publish {
@@ -522,7 +523,7 @@ impl Store {
                 entity.parent = new_parent;
                 entity.health_endpoint = new_health;
                 payload = metadata_registration(entity).to_string();
-                entity.last_payload = Some(payload.clone());
+                entity.last_payload = Some(payload.as_str().into());
             }
             self.touch(id, Durability::Now);
             self.local_change(&topic);
@@ -551,7 +552,7 @@ impl Store {
         }
         let removed = self.deregister(id);
         // Serialized directly, not through `Value`, which would sort the keys (§5.3 order).
-        let body: Vec<_> = removed.iter().map(Entity::metadata).collect();
+        let body: Vec<_> = removed.iter().map(|e| e.metadata()).collect();
         Ok(Reply::json(to_json(&body)))
     }
 
@@ -590,7 +591,7 @@ impl Store {
     /// Removes an entity and its subtree (§4.8): persists the removal with its clean-up records,
     /// then publishes the data and registration clean-ups bottom-up. Returns the removed
     /// entities in BFS order from the target.
-    pub(super) fn deregister(&mut self, id: &EntityTopicId) -> Vec<Entity> {
+    pub(super) fn deregister(&mut self, id: &EntityTopicId) -> Vec<Box<Entity>> {
         let mut bfs: Vec<(EntityTopicId, usize)> = vec![(id.clone(), 0)];
         let mut queue = VecDeque::from([(id.clone(), 0usize)]);
         while let Some((current, depth)) = queue.pop_front() {
@@ -626,7 +627,8 @@ impl Store {
             self.cleanups_dirty.insert(topic.clone());
         }
         for (topic, payload) in &registration_clears {
-            self.cleanups.insert(topic.clone(), payload.clone());
+            self.cleanups
+                .insert(topic.clone(), payload.as_deref().map(str::to_string));
             self.cleanups_dirty.insert(topic.clone());
         }
         let parent = self.entities.get(id).and_then(|e| e.parent.clone());

@@ -12,10 +12,12 @@ use serde_json::{json, Value};
 
 use super::effects::{Effects, Publication, Rejection};
 use super::error::TwinError;
-use super::model::{Entity, EntityType};
-use super::persist::Op;
+use super::model::{Entity, EntityType, SeriesNode};
+use super::names::Names;
+use super::persist::{Op, RawJson};
 use super::sync::Window;
 use super::time::Timestamp;
+use super::vecmap::VecMap;
 use crate::config::Config;
 use crate::topic::{parse_topic, Channel, EntityTopicId, TopicError};
 
@@ -137,7 +139,8 @@ pub(super) enum Phase {
 
 pub struct Store {
     pub(super) cfg: StoreConfig,
-    pub(super) entities: HashMap<EntityTopicId, Entity>,
+    /// Boxed: the index's buckets stay small, and a resize moves pointers, not entities.
+    pub(super) entities: HashMap<EntityTopicId, Box<Entity>>,
     pub(super) pending: Pending,
     /// Pending clean-ups (§7.6): topic → the removed registration payload, for registration topics.
     pub(super) cleanups: BTreeMap<String, Option<String>>,
@@ -147,6 +150,7 @@ pub struct Store {
     pub(super) cleanups_dirty: BTreeSet<String>,
     pub(super) main_dirty: bool,
     pub(super) fx: Effects,
+    pub(super) names: Names,
     pub counters: Counters,
 }
 
@@ -168,6 +172,7 @@ impl Store {
             cleanups_dirty: BTreeSet::new(),
             main_dirty: true,
             fx: Effects::default(),
+            names: Names::default(),
             counters: Counters::default(),
         };
         store.ensure_protected_entities();
@@ -177,14 +182,14 @@ impl Store {
     /// Rebuilds the store from persisted entries (see [`Store::snapshot_entries`]).
     pub fn load(
         cfg: StoreConfig,
-        entries: BTreeMap<String, Value>,
+        entries: BTreeMap<String, RawJson>,
     ) -> Result<(Self, Vec<String>), LoadError> {
         let mut warnings = Vec::new();
         if let Some(main) = entries.get(MAIN_KEY) {
-            let persisted = main.as_str().unwrap_or_default();
+            let persisted: String = serde_json::from_str(main.get()).unwrap_or_default();
             if persisted != cfg.main.as_str() {
                 return Err(LoadError::MainMismatch {
-                    persisted: persisted.to_string(),
+                    persisted,
                     configured: cfg.main.clone(),
                 });
             }
@@ -194,15 +199,16 @@ impl Store {
         store.dirty.clear();
         for (key, value) in entries {
             if let Some(id) = key.strip_prefix(ENTITY_KEY) {
-                match serde_json::from_value::<Entity>(value) {
+                match serde_json::from_str::<Entity>(value.get()) {
                     Ok(entity) if entity.id.as_str() == id => {
-                        store.entities.insert(entity.id.clone(), entity);
+                        store.entities.insert(entity.id.clone(), Box::new(entity));
                     }
                     Ok(_) => warnings.push(format!("skipped persisted entity {id}: id mismatch")),
                     Err(e) => warnings.push(format!("skipped persisted entity {id}: {e}")),
                 }
             } else if let Some(topic) = key.strip_prefix(CLEANUP_KEY) {
-                let payload = value
+                let record: Value = serde_json::from_str(value.get()).unwrap_or_default();
+                let payload = record
                     .get("payload")
                     .and_then(Value::as_str)
                     .map(str::to_string);
@@ -211,7 +217,37 @@ impl Store {
         }
         store.ensure_protected_entities();
         store.relink(&mut warnings);
+        store.intern_loaded_names();
         Ok((store, warnings))
+    }
+
+    /// Measurement names read from disk are separate copies: share them again.
+    fn intern_loaded_names(&mut self) {
+        let names = &mut self.names;
+        for entity in self.entities.values_mut() {
+            let loaded = std::mem::take(&mut entity.measurements);
+            entity.measurements = loaded
+                .iter()
+                .map(|(mtype, series)| {
+                    let series = series
+                        .iter()
+                        .map(|(name, node)| {
+                            let node = match node {
+                                SeriesNode::Group(group) => SeriesNode::Group(
+                                    group
+                                        .iter()
+                                        .map(|(member, s)| (names.intern(member), s.clone()))
+                                        .collect::<VecMap<_, _>>(),
+                                ),
+                                single => single.clone(),
+                            };
+                            (names.intern(name), node)
+                        })
+                        .collect::<VecMap<_, _>>();
+                    (names.intern(mtype), series)
+                })
+                .collect();
+        }
     }
 
     /// Creates the main device and the agent service when missing.
@@ -223,15 +259,15 @@ impl Store {
         } else {
             self.entities.insert(
                 main.clone(),
-                Entity::new(main.clone(), EntityType::Device, None),
+                Box::new(Entity::new(main.clone(), EntityType::Device, None)),
             );
             self.touch(&main, Durability::Now);
         }
         let agent = self.cfg.agent.clone();
         if !self.entities.contains_key(&agent) {
             let mut entity = Entity::new(agent.clone(), EntityType::Service, Some(main));
-            entity.last_payload = Some(self.agent_registration().to_string());
-            self.entities.insert(agent.clone(), entity);
+            entity.last_payload = Some(self.agent_registration().to_string().into());
+            self.entities.insert(agent.clone(), Box::new(entity));
             if let Some(main) = self.entities.get_mut(&self.cfg.main) {
                 main.children.insert(agent.clone());
             }
@@ -285,7 +321,15 @@ impl Store {
     }
 
     pub fn entity(&self, id: &EntityTopicId) -> Option<&Entity> {
-        self.entities.get(id)
+        self.entities.get(id).map(|e| &**e)
+    }
+
+    /// The stored copy of an id, so that references to an entity share its allocation.
+    pub(super) fn canonical(&self, id: &EntityTopicId) -> EntityTopicId {
+        self.entities
+            .get_key_value(id)
+            .map(|(k, _)| k.clone())
+            .unwrap_or_else(|| id.clone())
     }
 
     /// True once the sync of the current connection completed (§6.3).
@@ -324,7 +368,7 @@ impl Store {
     pub fn take_persist_ops(&mut self, min: Durability) -> Vec<Op> {
         let mut ops = Vec::new();
         if self.main_dirty {
-            ops.push(Op::Put(MAIN_KEY.to_string(), json!(self.cfg.main.as_str())));
+            ops.extend(put(MAIN_KEY.to_string(), self.cfg.main.as_str()));
             self.main_dirty = false;
         }
         for id in std::mem::take(&mut self.removed) {
@@ -339,16 +383,17 @@ impl Store {
         for id in due {
             self.dirty.remove(&id);
             if let Some(entity) = self.entities.get(&id) {
-                match serde_json::to_value(entity) {
-                    Ok(v) => ops.push(Op::Put(format!("{ENTITY_KEY}{id}"), v)),
-                    Err(e) => tracing::error!("cannot serialize entity {id}: {e}"),
-                }
+                ops.extend(put(format!("{ENTITY_KEY}{id}"), entity));
             }
+        }
+        // A burst leaves a large, empty table behind: give it back.
+        if self.dirty.is_empty() && self.dirty.capacity() > 1024 {
+            self.dirty = HashMap::new();
         }
         for topic in std::mem::take(&mut self.cleanups_dirty) {
             let key = format!("{CLEANUP_KEY}{topic}");
             match self.cleanups.get(&topic) {
-                Some(payload) => ops.push(Op::Put(key, json!({ "payload": payload }))),
+                Some(payload) => ops.extend(put(key, &json!({ "payload": payload }))),
                 None => ops.push(Op::Del(key)),
             }
         }
@@ -356,24 +401,20 @@ impl Store {
     }
 
     /// Every live entry, for a full snapshot; also marks everything saved.
-    pub fn snapshot_entries(&mut self) -> Vec<(String, Value)> {
-        self.dirty.clear();
+    pub fn snapshot_entries(&mut self) -> Vec<(String, RawJson)> {
+        self.dirty = HashMap::new();
         self.removed.clear();
         self.cleanups_dirty.clear();
         self.main_dirty = false;
         let mut out = Vec::with_capacity(self.entities.len() + self.cleanups.len() + 1);
-        out.push((MAIN_KEY.to_string(), json!(self.cfg.main.as_str())));
+        out.extend(raw(self.cfg.main.as_str()).map(|v| (MAIN_KEY.to_string(), v)));
         for (id, entity) in &self.entities {
-            match serde_json::to_value(entity) {
-                Ok(v) => out.push((format!("{ENTITY_KEY}{id}"), v)),
-                Err(e) => tracing::error!("cannot serialize entity {id}: {e}"),
-            }
+            out.extend(raw(entity).map(|v| (format!("{ENTITY_KEY}{id}"), v)));
         }
         for (topic, payload) in &self.cleanups {
-            out.push((
-                format!("{CLEANUP_KEY}{topic}"),
-                json!({ "payload": payload }),
-            ));
+            out.extend(
+                raw(&json!({ "payload": payload })).map(|v| (format!("{CLEANUP_KEY}{topic}"), v)),
+            );
         }
         out
     }
@@ -538,6 +579,22 @@ impl Store {
             "name": name,
             "type": "service",
         })
+    }
+}
+
+/// A journal upsert of `value`; a value that cannot be serialized (it cannot happen with the
+/// twin's types) is logged and skipped rather than stopping the agent.
+fn put<T: serde::Serialize + ?Sized>(key: String, value: &T) -> Option<Op> {
+    raw(value).map(|v| Op::Put(key, v))
+}
+
+fn raw<T: serde::Serialize + ?Sized>(value: &T) -> Option<RawJson> {
+    match RawJson::from_serialize(value) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            tracing::error!("cannot serialize a persistence record: {e}");
+            None
+        }
     }
 }
 

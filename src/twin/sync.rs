@@ -142,27 +142,30 @@ impl Store {
         let Some(entity) = self.entities.get_mut(id) else {
             return;
         };
-        entity.retained.remove(&channel.to_string());
+        entity.set_retained(&channel.to_string(), false);
         match channel {
             Channel::Twin(key) => {
                 entity.twin.remove(key);
             }
-            Channel::Config => entity.config = None,
+            Channel::Config => entity.extra_mut().config = None,
             Channel::Alarm(t) => {
-                entity.alarms.remove(super::payload::alarm_key(t));
+                entity
+                    .extra_mut()
+                    .alarms
+                    .remove(super::payload::alarm_key(t));
             }
             Channel::Capability(op) => {
-                entity.capabilities.remove(op);
+                entity.extra_mut().capabilities.remove(op);
             }
             Channel::Command { op, id: cmd } => {
-                if let Some(ops) = entity.commands.get_mut(op) {
+                if let Some(ops) = entity.extra_mut().commands.get_mut(op) {
                     ops.remove(cmd);
                     if ops.is_empty() {
-                        entity.commands.remove(op);
+                        entity.extra_mut().commands.remove(op);
                     }
                 }
             }
-            Channel::Health => entity.health = None,
+            Channel::Health => entity.extra_mut().health = None,
             _ => {}
         }
         self.touch(id, Durability::Retained);
@@ -183,11 +186,11 @@ impl Store {
             let topic = id.topic(&root, &Channel::Registration);
             if s0.contains(&topic) {
                 if let Some(payload) = &entity.last_payload {
-                    publications.push(Publication::retained(topic, payload.clone()));
+                    publications.push(Publication::retained(topic, payload.as_bytes()));
                     registrations += 1;
                 }
             }
-            for (key, value) in &entity.twin {
+            for (key, value) in entity.twin.iter() {
                 let topic = format!("{root}/{id}/twin/{key}");
                 if s0.contains(&topic) {
                     fragments.push(Publication::retained(topic, value.to_string()));
@@ -213,7 +216,7 @@ impl Store {
         let registration = self.agent_registration();
         let topic = agent.topic(&self.cfg.root, &Channel::Registration);
         if let Some(entity) = self.entities.get_mut(&agent) {
-            entity.last_payload = Some(registration.to_string());
+            entity.last_payload = Some(registration.to_string().into());
         }
         self.fx
             .publications
