@@ -591,7 +591,7 @@ impl Store {
     /// Removes an entity and its subtree (§4.8): persists the removal with its clean-up records,
     /// then publishes the data and registration clean-ups bottom-up. Returns the removed
     /// entities in BFS order from the target.
-    pub(super) fn deregister(&mut self, id: &EntityTopicId) -> Vec<Box<Entity>> {
+    pub(super) fn deregister(&mut self, id: &EntityTopicId) -> Vec<Entity> {
         let mut bfs: Vec<(EntityTopicId, usize)> = vec![(id.clone(), 0)];
         let mut queue = VecDeque::from([(id.clone(), 0usize)]);
         while let Some((current, depth)) = queue.pop_front() {
@@ -636,7 +636,7 @@ impl Store {
         let mut removed = Vec::with_capacity(bfs.len());
         for (entity_id, _) in &bfs {
             if let Some(entity) = self.entities.remove(entity_id) {
-                removed.push(entity);
+                removed.push(*entity);
             }
             self.dirty.remove(entity_id);
             self.removed.insert(entity_id.clone());
