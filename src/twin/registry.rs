@@ -647,6 +647,7 @@ impl Store {
             .chain(registration_clears.into_iter().map(|(t, _)| t))
         {
             self.local_change(&topic);
+            self.cleanups_sent.insert(topic.clone());
             self.fx.publications.push(Publication::clear(topic));
         }
         removed
@@ -654,6 +655,7 @@ impl Store {
 
     /// The broker acknowledged a clean-up message: forget that pending clean-up (§7.6).
     pub fn cleanup_acknowledged(&mut self, topic: &str) {
+        self.cleanups_sent.remove(topic);
         if self.cleanups.remove(topic).is_some() {
             self.cleanups_dirty.insert(topic.to_string());
         }

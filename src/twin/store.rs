@@ -5,7 +5,7 @@
 //! persistence records, and the dispatch of MQTT messages; the rules live beside it in
 //! `registry` (entities), `data` (channel payloads), `sync` (§7.4) and `query` (reads).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use bytes::Bytes;
 use serde_json::{json, Value};
@@ -144,6 +144,9 @@ pub struct Store {
     pub(super) pending: Pending,
     /// Pending clean-ups (§7.6): topic → the removed registration payload, for registration topics.
     pub(super) cleanups: BTreeMap<String, Option<String>>,
+    /// Clean-up topics already published on the current connection: §7.4 step 7 republishes
+    /// only the clean-ups left over from an earlier connection or process.
+    pub(super) cleanups_sent: HashSet<String>,
     pub(super) phase: Phase,
     pub(super) dirty: HashMap<EntityTopicId, Durability>,
     pub(super) removed: BTreeSet<EntityTopicId>,
@@ -166,6 +169,7 @@ impl Store {
             entities: HashMap::new(),
             pending: Pending::default(),
             cleanups: BTreeMap::new(),
+            cleanups_sent: HashSet::new(),
             phase: Phase::Disconnected,
             dirty: HashMap::new(),
             removed: BTreeSet::new(),

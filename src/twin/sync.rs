@@ -64,6 +64,7 @@ impl Store {
     /// The broker connection is gone: the window, if any, is abandoned.
     pub fn disconnected(&mut self) {
         self.phase = Phase::Disconnected;
+        self.cleanups_sent.clear();
     }
 
     /// A marker came back; only this connection's nonce closes the window.
@@ -87,7 +88,9 @@ impl Store {
             self.restore(s0);
         }
         for topic in self.cleanups.keys() {
-            self.fx.publications.push(Publication::clear(topic.clone()));
+            if self.cleanups_sent.insert(topic.clone()) {
+                self.fx.publications.push(Publication::clear(topic.clone()));
+            }
         }
         for (topic, payload) in held {
             if let Ok((id, _)) = parse_topic(&self.cfg.root, &topic) {
