@@ -653,8 +653,17 @@ impl Store {
         removed
     }
 
-    /// The broker acknowledged a clean-up message: forget that pending clean-up (§7.6).
+    /// The broker acknowledged a clean-up message: forget that pending clean-up (§7.6), once
+    /// the sync of this connection has completed (see `cleanups_acked`).
     pub fn cleanup_acknowledged(&mut self, topic: &str) {
+        if !matches!(self.phase, Phase::Ready) {
+            self.cleanups_acked.push(topic.to_string());
+            return;
+        }
+        self.forget_cleanup(topic);
+    }
+
+    pub(super) fn forget_cleanup(&mut self, topic: &str) {
         self.cleanups_sent.remove(topic);
         if self.cleanups.remove(topic).is_some() {
             self.cleanups_dirty.insert(topic.to_string());

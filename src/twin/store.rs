@@ -147,6 +147,10 @@ pub struct Store {
     /// Clean-up topics already published on the current connection: §7.4 step 7 republishes
     /// only the clean-ups left over from an earlier connection or process.
     pub(super) cleanups_sent: HashSet<String>,
+    /// Clean-ups the broker acknowledged while no sync had completed on this connection: they
+    /// stay outstanding until the window closes, so that the stale retained copies the broker
+    /// sent before clearing them are discarded by step 8 instead of re-registering the entity.
+    pub(super) cleanups_acked: Vec<String>,
     pub(super) phase: Phase,
     pub(super) dirty: HashMap<EntityTopicId, Durability>,
     pub(super) removed: BTreeSet<EntityTopicId>,
@@ -170,6 +174,7 @@ impl Store {
             pending: Pending::default(),
             cleanups: BTreeMap::new(),
             cleanups_sent: HashSet::new(),
+            cleanups_acked: Vec::new(),
             phase: Phase::Disconnected,
             dirty: HashMap::new(),
             removed: BTreeSet::new(),

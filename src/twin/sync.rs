@@ -64,6 +64,9 @@ impl Store {
     /// The broker connection is gone: the window, if any, is abandoned.
     pub fn disconnected(&mut self) {
         self.phase = Phase::Disconnected;
+        for topic in std::mem::take(&mut self.cleanups_acked) {
+            self.forget_cleanup(&topic);
+        }
         self.cleanups_sent.clear();
     }
 
@@ -100,6 +103,9 @@ impl Store {
                 }
             }
             self.on_message(&topic, &payload, now);
+        }
+        for topic in std::mem::take(&mut self.cleanups_acked) {
+            self.forget_cleanup(&topic);
         }
         self.announce(now);
         self.counters.sync_completed += 1;
