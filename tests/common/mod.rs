@@ -4,6 +4,7 @@
 //! - [`mqtt`]: `TestClient`, acknowledged publish/subscribe and message expectations.
 //! - [`http`]: one-shot reqwest helpers returning status, headers and body.
 //! - [`twin_http`]: a broker, a ready agent and a bus watcher, with exact HTTP and MQTT assertions.
+//! - [`scenario`]: a proxy to cut the agent's connection, broker signals, traffic collection.
 //!
 //! Everything is per test (ports, directories, client ids), so tests run in parallel, and every
 //! wait has a timeout. Each test binary uses a subset, hence `dead_code` is allowed.
@@ -14,6 +15,7 @@ pub mod http;
 pub mod mosquitto;
 pub mod mqtt;
 pub mod twin_http;
+pub mod scenario;
 
 use std::future::Future;
 use std::time::Duration;
