@@ -5,6 +5,7 @@
 //! - [`http`]: one-shot reqwest helpers returning status, headers and body.
 //! - [`twin_http`]: a broker, a ready agent and a bus watcher, with exact HTTP and MQTT assertions.
 //! - [`scenario`]: a proxy to cut the agent's connection, broker signals, traffic collection.
+//! - [`twin`]: `System`, a broker, a ready agent and observers, for the twin's end-to-end tests.
 //!
 //! Everything is per test (ports, directories, client ids), so tests run in parallel, and every
 //! wait has a timeout. Each test binary uses a subset, hence `dead_code` is allowed.
@@ -16,6 +17,7 @@ pub mod mosquitto;
 pub mod mqtt;
 pub mod twin_http;
 pub mod scenario;
+pub mod twin;
 
 use std::future::Future;
 use std::time::Duration;
