@@ -15,9 +15,9 @@ pub mod agent;
 pub mod http;
 pub mod mosquitto;
 pub mod mqtt;
-pub mod twin_http;
 pub mod scenario;
 pub mod twin;
+pub mod twin_http;
 
 use std::future::Future;
 use std::time::Duration;
