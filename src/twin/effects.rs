@@ -55,6 +55,9 @@ pub struct Rejection {
     pub topic: String,
     pub reason: String,
     pub report: bool,
+    /// How many publications of the same [`Effects`] came before it: the report goes out in
+    /// that place, so `<root>/errors` keeps the order of the inputs.
+    pub at: usize,
 }
 
 #[derive(Debug, Default)]

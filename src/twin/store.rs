@@ -548,6 +548,7 @@ impl Store {
             topic: topic.to_string(),
             reason,
             report,
+            at: self.fx.publications.len(),
         });
     }
 

@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::api::Reply;
-use super::effects::{Effects, Publication};
+use super::effects::{Effects, Publication, Rejection};
 use super::error::TwinError;
 use super::errors_topic::RateLimiter;
 use super::persist::Persist;
@@ -185,9 +185,17 @@ impl Runner {
             self.flush(Durability::Now);
         }
         for (fx, write) in steps {
-            self.report(&fx);
+            let Effects {
+                publications,
+                rejections,
+                ..
+            } = fx;
+            let mut rejections = rejections.into_iter().peekable();
             let mut acks = Vec::new();
-            for publication in fx.publications {
+            for (i, publication) in publications.into_iter().enumerate() {
+                while let Some(rejection) = rejections.next_if(|r| r.at <= i) {
+                    self.report(rejection);
+                }
                 let ack = match write {
                     Some((_, Ok(_))) => {
                         let (tx, rx) = oneshot::channel();
@@ -198,34 +206,34 @@ impl Runner {
                 };
                 self.publisher.publish(publication, ack);
             }
+            for rejection in rejections {
+                self.report(rejection);
+            }
             if let Some((tx, result)) = write {
                 answer_after_acks(tx, result, acks);
             }
         }
     }
 
-    /// Logs rejections and publishes the reportable ones on `<root>/errors`, rate limited.
-    fn report(&mut self, fx: &Effects) {
-        let now = Instant::now();
-        for rejection in &fx.rejections {
-            if !self
-                .limiter
-                .allow(rejection.kind, rejection.id.as_ref(), now)
-            {
-                continue;
-            }
-            tracing::warn!(
-                topic = rejection.topic,
-                suppressed = self.limiter.suppressed,
-                "rejected: {}",
-                rejection.reason
-            );
-            if rejection.report {
-                let topic = format!("{}/errors", self.store.config().root);
-                let text = format!("{}: {}", rejection.topic, rejection.reason);
-                self.publisher
-                    .publish(Publication::transient(topic, text), None);
-            }
+    /// Logs a rejection and, when reportable, publishes it on `<root>/errors`, rate limited.
+    fn report(&mut self, rejection: Rejection) {
+        if !self
+            .limiter
+            .allow(rejection.kind, rejection.id.as_ref(), Instant::now())
+        {
+            return;
+        }
+        tracing::warn!(
+            topic = rejection.topic,
+            suppressed = self.limiter.suppressed,
+            "rejected: {}",
+            rejection.reason
+        );
+        if rejection.report {
+            let topic = format!("{}/errors", self.store.config().root);
+            let text = format!("{}: {}", rejection.topic, rejection.reason);
+            self.publisher
+                .publish(Publication::transient(topic, text), None);
         }
     }
 
