@@ -23,13 +23,15 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::twin::effects::Publication;
-use crate::twin::{BusEvent, Input};
+use crate::twin::{BusEvent, Input, Received};
 
 /// The largest packet MQTT allows: rumqttc accepts anything the broker sends, and the agent drops
 /// payloads above `mqtt.max_packet_size` itself (§9: "skip the packet"), so that one oversized
 /// message never costs the connection (a v3.1.1 client cannot advertise a limit).
 const MQTT_MAX_PACKET: usize = 268_435_455 + 5;
 const REQUEST_CAPACITY: usize = 1024;
+/// Most messages forwarded to the twin as one input.
+const MAX_BATCH: usize = 1024;
 const BACKOFF_START: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
@@ -194,7 +196,21 @@ impl Connection {
         let publisher = tokio::spawn(run_publisher(client.clone(), requests, tracker.clone()));
         let mut backoff = BACKOFF_START;
         let mut connected = false;
+        let mut batch: Vec<Received> = Vec::new();
         loop {
+            // rumqttc buffers every packet of one socket read: forward the messages once the
+            // buffer is drained, and before any other event, so that order is kept.
+            if !batch.is_empty() && (eventloop.state.events.is_empty() || batch.len() >= MAX_BATCH)
+            {
+                let messages = std::mem::take(&mut batch);
+                if twin
+                    .send(Input::Bus(BusEvent::Messages(messages)))
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
             let event = tokio::select! {
                 event = eventloop.poll() => event,
                 _ = stop.cancelled() => break,
@@ -215,25 +231,24 @@ impl Connection {
                     }
                 }
                 Ok(Event::Incoming(Packet::SubAck(_))) => {
-                    if twin.send(Input::Bus(BusEvent::Subscribed)).await.is_err() {
+                    if !flush(&twin, &mut batch).await
+                        || twin.send(Input::Bus(BusEvent::Subscribed)).await.is_err()
+                    {
                         break;
                     }
                 }
                 Ok(Event::Incoming(Packet::Publish(publish))) => {
-                    let event = if publish.payload.len() > max_payload {
-                        BusEvent::Oversize {
+                    batch.push(if publish.payload.len() > max_payload {
+                        Received::Oversize {
                             topic: publish.topic,
                             size: publish.payload.len(),
                         }
                     } else {
-                        BusEvent::Message {
+                        Received::Message {
                             topic: publish.topic,
                             payload: publish.payload,
                         }
-                    };
-                    if twin.send(Input::Bus(event)).await.is_err() {
-                        break;
-                    }
+                    });
                 }
                 Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
                     let mut t = lock(&tracker);
@@ -255,6 +270,7 @@ impl Connection {
                     }
                 }
                 Ok(Event::Outgoing(Outgoing::Disconnect)) => {
+                    let _ = flush(&twin, &mut batch).await;
                     tracing::info!("disconnected from the MQTT broker");
                     break;
                 }
@@ -273,10 +289,11 @@ impl Connection {
                         tracing::debug!("{reason}");
                     }
                     connected = false;
-                    if twin
-                        .send(Input::Bus(BusEvent::Disconnected(reason)))
-                        .await
-                        .is_err()
+                    if !flush(&twin, &mut batch).await
+                        || twin
+                            .send(Input::Bus(BusEvent::Disconnected(reason)))
+                            .await
+                            .is_err()
                     {
                         break;
                     }
@@ -297,6 +314,17 @@ impl Connection {
             AckTracker::fail(waiter);
         }
     }
+}
+
+/// Forwards the messages gathered so far; false when the twin is gone.
+async fn flush(twin: &mpsc::Sender<Input>, batch: &mut Vec<Received>) -> bool {
+    if batch.is_empty() {
+        return true;
+    }
+    let messages = std::mem::take(batch);
+    twin.send(Input::Bus(BusEvent::Messages(messages)))
+        .await
+        .is_ok()
 }
 
 /// Sends queued requests to rumqttc in order, registering each publish's waiter first.

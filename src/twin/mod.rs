@@ -14,6 +14,7 @@ mod names;
 pub mod payload;
 pub mod persist;
 mod query;
+pub mod records;
 mod registry;
 pub mod store;
 mod sync;
@@ -45,12 +46,25 @@ pub enum Input {
 pub enum BusEvent {
     /// CONNACK received and the subscription acknowledged: start the sync (§7.4).
     Subscribed,
-    /// A message on a subscribed topic.
-    Message { topic: String, payload: Bytes },
-    /// A message above `mqtt.max_packet_size`, dropped unread (§9).
-    Oversize { topic: String, size: usize },
+    /// Messages on the subscribed topics, in arrival order: everything one read from the socket
+    /// brought, so that a stream of small messages wakes the twin once per read, not per message.
+    Messages(Vec<Received>),
     /// The connection is gone; the reason is for `/readyz`.
     Disconnected(String),
+}
+
+/// One received message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Received {
+    Message {
+        topic: String,
+        payload: Bytes,
+    },
+    /// A message above `mqtt.max_packet_size`, dropped unread (§9).
+    Oversize {
+        topic: String,
+        size: usize,
+    },
 }
 
 /// A clonable handle to the twin for the HTTP layer.

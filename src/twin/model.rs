@@ -59,8 +59,8 @@ pub struct Registration {
     pub ignored: Vec<String>,
 }
 
-/// A measurement type or series name, interned by the store: thousands of children usually
-/// report the same few names.
+/// A measurement type or series name, or a registration payload, interned by the store:
+/// thousands of children usually report the same few names and register the same way.
 pub type Name = Arc<str>;
 
 /// One measurement value: `{"value":<number>,"time":<time>}` (§6.1).
@@ -108,9 +108,10 @@ pub struct Entity {
     pub external_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_endpoint: Option<EntityTopicId>,
-    /// The last accepted registration payload as compact, key-sorted JSON (§4.5).
+    /// The last accepted registration payload as compact, key-sorted JSON (§4.5); interned,
+    /// since most children of a fleet register with the same payload.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_payload: Option<Box<str>>,
+    pub last_payload: Option<Name>,
     #[serde(default, skip_serializing_if = "VecMap::is_empty")]
     pub twin: VecMap<String, Value>,
     #[serde(default, skip_serializing_if = "VecMap::is_empty")]

@@ -317,8 +317,9 @@ impl Store {
                 }
             }
         }
+        let shared = self.names.intern(&canonical);
         if let Some(entity) = self.entities.get_mut(id) {
-            entity.last_payload = Some(canonical.as_str().into());
+            entity.last_payload = Some(shared);
         }
         self.touch(id, Durability::Now);
         if publish {
@@ -619,7 +620,7 @@ impl Store {
             }
             registration_clears.push((
                 entity_id.topic(&root, &Channel::Registration),
-                entity.last_payload.clone(),
+                entity.last_payload.as_deref().map(str::to_string),
             ));
         }
         for topic in &data_clears {
@@ -627,8 +628,7 @@ impl Store {
             self.cleanups_dirty.insert(topic.clone());
         }
         for (topic, payload) in &registration_clears {
-            self.cleanups
-                .insert(topic.clone(), payload.as_deref().map(str::to_string));
+            self.cleanups.insert(topic.clone(), payload.clone());
             self.cleanups_dirty.insert(topic.clone());
         }
         let parent = self.entities.get(id).and_then(|e| e.parent.clone());

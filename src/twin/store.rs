@@ -15,6 +15,7 @@ use super::error::TwinError;
 use super::model::{Entity, EntityType, SeriesNode};
 use super::names::Names;
 use super::persist::{Op, RawJson};
+use super::records::{self, Key, Record, CLEANUP_KEY, ENTITY_KEY, MAIN_KEY};
 use super::sync::Window;
 use super::time::Timestamp;
 use super::vecmap::VecMap;
@@ -161,10 +162,6 @@ pub struct Store {
     pub counters: Counters,
 }
 
-const ENTITY_KEY: &str = "e/";
-const CLEANUP_KEY: &str = "c/";
-const MAIN_KEY: &str = "main";
-
 impl Store {
     /// A store on a first start: the main device and the agent's own service (§7.3, §8).
     pub fn new(cfg: StoreConfig) -> Self {
@@ -230,10 +227,13 @@ impl Store {
         Ok((store, warnings))
     }
 
-    /// Measurement names read from disk are separate copies: share them again.
+    /// Names and payloads read from disk are separate copies: share them again.
     fn intern_loaded_names(&mut self) {
         let names = &mut self.names;
         for entity in self.entities.values_mut() {
+            if let Some(payload) = &entity.last_payload {
+                entity.last_payload = Some(names.intern(payload));
+            }
             let loaded = std::mem::take(&mut entity.measurements);
             entity.measurements = loaded
                 .iter()
@@ -374,56 +374,63 @@ impl Store {
 
     /// Journal records for every unsaved change at `min` urgency or above (all of them for
     /// [`Durability::Telemetry`]). Removals come first so that a re-created id ends up present.
-    pub fn take_persist_ops(&mut self, min: Durability) -> Vec<Op> {
-        let mut ops = Vec::new();
-        if self.main_dirty {
-            ops.extend(put(MAIN_KEY.to_string(), self.cfg.main.as_str()));
-            self.main_dirty = false;
-        }
-        for id in std::mem::take(&mut self.removed) {
-            ops.push(Op::Del(format!("{ENTITY_KEY}{id}")));
-        }
+    pub fn take_persist_ops(&mut self, min: Durability) -> Vec<Record<'_>> {
+        let main = std::mem::take(&mut self.main_dirty);
+        let removed = std::mem::take(&mut self.removed);
         let due: Vec<EntityTopicId> = self
             .dirty
             .iter()
             .filter(|(_, level)| **level >= min)
             .map(|(id, _)| id.clone())
             .collect();
-        for id in due {
-            self.dirty.remove(&id);
-            if let Some(entity) = self.entities.get(&id) {
-                ops.extend(put(format!("{ENTITY_KEY}{id}"), entity));
-            }
+        for id in &due {
+            self.dirty.remove(id);
         }
         // A burst leaves a large, empty table behind: give it back.
         if self.dirty.is_empty() && self.dirty.capacity() > 1024 {
             self.dirty = HashMap::new();
         }
-        for topic in std::mem::take(&mut self.cleanups_dirty) {
-            let key = format!("{CLEANUP_KEY}{topic}");
+        let cleanups = std::mem::take(&mut self.cleanups_dirty);
+
+        let mut ops =
+            Vec::with_capacity(usize::from(main) + removed.len() + due.len() + cleanups.len());
+        if main {
+            ops.push(Op::Put(Key::Main, records::Value::Main(&self.cfg.main)));
+        }
+        ops.extend(removed.into_iter().map(|id| Op::Del(Key::Entity(id))));
+        for id in due {
+            if let Some(entity) = self.entities.get(&id) {
+                ops.push(Op::Put(Key::Entity(id), records::Value::Entity(entity)));
+            }
+        }
+        for topic in cleanups {
             match self.cleanups.get(&topic) {
-                Some(payload) => ops.extend(put(key, &json!({ "payload": payload }))),
-                None => ops.push(Op::Del(key)),
+                Some(payload) => ops.push(Op::Put(
+                    Key::Cleanup(topic),
+                    records::Value::Cleanup(payload.as_deref()),
+                )),
+                None => ops.push(Op::Del(Key::Cleanup(topic))),
             }
         }
         ops
     }
 
     /// Every live entry, for a full snapshot; also marks everything saved.
-    pub fn snapshot_entries(&mut self) -> Vec<(String, RawJson)> {
+    pub fn snapshot_entries(&mut self) -> Vec<(Key, records::Value<'_>)> {
         self.dirty = HashMap::new();
         self.removed.clear();
         self.cleanups_dirty.clear();
         self.main_dirty = false;
         let mut out = Vec::with_capacity(self.entities.len() + self.cleanups.len() + 1);
-        out.extend(raw(self.cfg.main.as_str()).map(|v| (MAIN_KEY.to_string(), v)));
+        out.push((Key::Main, records::Value::Main(&self.cfg.main)));
         for (id, entity) in &self.entities {
-            out.extend(raw(entity).map(|v| (format!("{ENTITY_KEY}{id}"), v)));
+            out.push((Key::Entity(id.clone()), records::Value::Entity(entity)));
         }
         for (topic, payload) in &self.cleanups {
-            out.extend(
-                raw(&json!({ "payload": payload })).map(|v| (format!("{CLEANUP_KEY}{topic}"), v)),
-            );
+            out.push((
+                Key::Cleanup(topic.clone()),
+                records::Value::Cleanup(payload.as_deref()),
+            ));
         }
         out
     }
@@ -589,22 +596,6 @@ impl Store {
             "name": name,
             "type": "service",
         })
-    }
-}
-
-/// A journal upsert of `value`; a value that cannot be serialized (it cannot happen with the
-/// twin's types) is logged and skipped rather than stopping the agent.
-fn put<T: serde::Serialize + ?Sized>(key: String, value: &T) -> Option<Op> {
-    raw(value).map(|v| Op::Put(key, v))
-}
-
-fn raw<T: serde::Serialize + ?Sized>(value: &T) -> Option<RawJson> {
-    match RawJson::from_serialize(value) {
-        Ok(v) => Some(v),
-        Err(e) => {
-            tracing::error!("cannot serialize a persistence record: {e}");
-            None
-        }
     }
 }
 

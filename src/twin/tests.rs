@@ -7,6 +7,7 @@ use super::api::{Filter, NewEntity, Query, Write};
 use super::effects::Publication;
 use super::error::TwinError;
 use super::payload;
+use super::persist::RawJson;
 use super::store::{Store, StoreConfig};
 use super::time::Timestamp;
 use crate::topic::EntityTopicId;
@@ -43,6 +44,21 @@ fn synced(cfg: StoreConfig) -> Store {
     store.on_message(&format!("{AGENT}/signal/sync-00"), b"{}", now());
     store.take_effects();
     store
+}
+
+/// What a snapshot of the store would hold, as the loader reads it back.
+fn persisted(store: &mut Store) -> std::collections::BTreeMap<String, RawJson> {
+    store
+        .snapshot_entries()
+        .into_iter()
+        .map(|(key, value)| {
+            let key = serde_json::to_value(&key).unwrap();
+            (
+                key.as_str().unwrap().to_string(),
+                RawJson::from_serialize(&value).unwrap(),
+            )
+        })
+        .collect()
 }
 
 fn fresh() -> Store {
@@ -172,7 +188,7 @@ fn explicit_registration_publishes_nothing_and_inline_data_goes_to_the_twin() {
     send(&mut store, "te/device/c1//", payload);
     let fx = store.take_effects();
     assert!(fx.publications.is_empty() && !fx.durable);
-    let entries = store.snapshot_entries().into_iter().collect();
+    let entries = persisted(&mut store);
     let (mut reloaded, warnings) = Store::load(config(), entries).unwrap();
     assert!(warnings.is_empty());
     reloaded.take_effects();
@@ -999,7 +1015,7 @@ fn writes_are_refused_until_the_sync_completed() {
 #[test]
 fn a_persisted_main_device_that_differs_from_the_config_refuses_to_load() {
     let mut store = fresh();
-    let entries = store.snapshot_entries().into_iter().collect();
+    let entries = persisted(&mut store);
     let other = StoreConfig {
         main: id("custom/main//"),
         ..config()

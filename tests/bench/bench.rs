@@ -419,14 +419,17 @@ async fn publish_all(
 }
 
 /// A subscriber that only counts (the baseline); says when subscribed, returns when it received
-/// `total` messages.
+/// `total` messages. Like for like with the agent: the same rumqttc, a persistent session and
+/// the same shape of topic filter (the broker's matching cost depends on it).
 async fn count_messages(
     port: u16,
     filter: &str,
     total: usize,
     subscribed: tokio::sync::oneshot::Sender<()>,
 ) -> Instant {
-    let (client, mut eventloop) = AsyncClient::new(mqtt_options("bench-null-sub", port), 100);
+    let mut options = mqtt_options("bench-null-sub", port);
+    options.set_clean_session(false);
+    let (client, mut eventloop) = AsyncClient::new(options, 100);
     client
         .subscribe(filter, QoS::AtLeastOnce)
         .await
