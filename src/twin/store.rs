@@ -153,6 +153,10 @@ pub struct Store {
     /// sent before clearing them are discarded by step 8 instead of re-registering the entity.
     pub(super) cleanups_acked: Vec<String>,
     pub(super) phase: Phase,
+    /// Data that would auto-register an entity, received on a connection before its SUBACK (a
+    /// persistent session's queued messages): held for the window the SUBACK opens, so that the
+    /// retained registrations arrive first (§7.4 step 4, §4.7).
+    pub(super) held_before_sync: Vec<(String, Bytes)>,
     pub(super) dirty: HashMap<EntityTopicId, Durability>,
     pub(super) removed: BTreeSet<EntityTopicId>,
     pub(super) cleanups_dirty: BTreeSet<String>,
@@ -173,6 +177,7 @@ impl Store {
             cleanups_sent: HashSet::new(),
             cleanups_acked: Vec::new(),
             phase: Phase::Disconnected,
+            held_before_sync: Vec::new(),
             dirty: HashMap::new(),
             removed: BTreeSet::new(),
             cleanups_dirty: BTreeSet::new(),
@@ -525,11 +530,15 @@ impl Store {
                 return;
             }
         }
-        if let Phase::Window(window) = &mut self.phase {
-            if window.held.len() < self.cfg.max_window_held {
-                window
-                    .held
-                    .push((topic.to_string(), Bytes::copy_from_slice(payload)));
+        let held = match &mut self.phase {
+            Phase::Window(window) => Some(&mut window.held),
+            // Messages arrive in this phase only between a CONNACK and its SUBACK.
+            Phase::Disconnected => Some(&mut self.held_before_sync),
+            Phase::Ready => None,
+        };
+        if let Some(held) = held {
+            if held.len() < self.cfg.max_window_held {
+                held.push((topic.to_string(), Bytes::copy_from_slice(payload)));
             } else {
                 self.counters.window_held_dropped += 1;
             }

@@ -26,7 +26,8 @@ pub struct Window {
 
 impl Store {
     /// Steps 2–3 of §7.4, once the subscription is acknowledged: takes S0, empties the pending
-    /// set and publishes the marker.
+    /// set, opens the window with the data held since this connection's CONNACK, and publishes
+    /// the marker.
     pub fn begin_sync(&mut self, nonce: String) {
         let root = self.cfg.root.clone();
         let mut s0 = HashSet::new();
@@ -43,7 +44,7 @@ impl Store {
             nonce,
             s0,
             agent_seen: false,
-            held: Vec::new(),
+            held: std::mem::take(&mut self.held_before_sync),
         }));
         self.resend_marker();
     }
@@ -64,6 +65,7 @@ impl Store {
     /// The broker connection is gone: the window, if any, is abandoned.
     pub fn disconnected(&mut self) {
         self.phase = Phase::Disconnected;
+        self.held_before_sync.clear();
         for topic in std::mem::take(&mut self.cleanups_acked) {
             self.forget_cleanup(&topic);
         }

@@ -632,6 +632,40 @@ fn sync_prunes_entities_deregistered_while_the_agent_was_away() {
 }
 
 #[test]
+fn data_delivered_before_the_suback_waits_for_the_window_instead_of_auto_registering() {
+    let mut store = fresh();
+    send(&mut store, "te/device/gw//", r#"{"@type":"child-device"}"#);
+    store.disconnected();
+    store.take_effects();
+    // A persistent session delivers its queued messages between the CONNACK and the SUBACK.
+    send(&mut store, "te/device/c7///m/env", r#"{"temperature":1}"#);
+    assert!(store.entity(&id("device/c7")).is_none());
+    assert_eq!(published(&mut store), vec![]);
+    store.begin_sync("04".into());
+    store.take_effects();
+    let agent_payload =
+        r#"{"@parent":"device/main//","@type":"service","name":"edge-agent","type":"service"}"#;
+    send(&mut store, AGENT, agent_payload);
+    send(&mut store, "te/device/gw//", r#"{"@type":"child-device"}"#);
+    send(
+        &mut store,
+        "te/device/c7//",
+        r#"{"@type":"child-device","@parent":"device/gw//"}"#,
+    );
+    send(&mut store, &format!("{AGENT}/signal/sync-04"), "{}");
+    let c7: Vec<_> = published(&mut store)
+        .into_iter()
+        .filter(|(topic, _, _)| topic.starts_with("te/device/c7/"))
+        .collect();
+    assert_eq!(c7, vec![], "the retained registration stands");
+    assert_eq!(list(&store, None, Some("device/gw//")), vec!["device/c7//"]);
+    assert_eq!(
+        state(&store, "device/c7//")["measurements"]["env"]["temperature"]["value"],
+        json!(1)
+    );
+}
+
+#[test]
 fn sync_restores_a_broker_that_lost_its_retained_state() {
     let mut store = fresh();
     send(&mut store, "te/device/c5//", r#"{"@type":"child-device"}"#);
