@@ -25,7 +25,8 @@ fn main() -> ExitCode {
     let config = match config::load(cli.config.as_deref(), &env) {
         Ok(config) => config,
         Err(error) => {
-            eprintln!("edge-agent: {error}");
+            // With its cause: "cannot read the configuration file F: No such file or directory".
+            eprintln!("edge-agent: {:#}", anyhow::Error::new(error));
             return ExitCode::from(EXIT_CONFIG);
         }
     };
