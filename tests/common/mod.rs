@@ -3,6 +3,7 @@
 //! - [`mosquitto`]: `Broker`, a mosquitto child process on a free port in a temp dir.
 //! - [`mqtt`]: `TestClient`, acknowledged publish/subscribe and message expectations.
 //! - [`http`]: one-shot reqwest helpers returning status, headers and body.
+//! - [`process`]: the real `edge-agent` binary as a child process, killed on drop.
 //! - [`twin_http`]: a broker, a ready agent and a bus watcher, with exact HTTP and MQTT assertions.
 //! - [`scenario`]: a proxy to cut the agent's connection, broker signals, traffic collection.
 //! - [`twin`]: `System`, a broker, a ready agent and observers, for the twin's end-to-end tests.
@@ -15,6 +16,7 @@ pub mod agent;
 pub mod http;
 pub mod mosquitto;
 pub mod mqtt;
+pub mod process;
 pub mod scenario;
 pub mod twin;
 pub mod twin_http;
