@@ -125,7 +125,7 @@ pub async fn start(config: Config) -> Result<Agent, StartError> {
         persist,
         publisher,
         inputs: input_rx,
-        cleanup_acks: acks_rx,
+        outbox_acks: acks_rx,
         readiness: readiness_tx,
         telemetry_flush: config.twin.telemetry_flush_interval,
         endpoint: format!("{}:{}", config.mqtt.host, config.mqtt.port),

@@ -105,15 +105,16 @@ struct AckTracker {
     inflight: HashMap<u16, Option<Waiter>>,
 }
 
-/// Who wants to know that the broker acknowledged a publication.
-enum Waiter {
-    Reply(oneshot::Sender<bool>),
-    Cleanup(String),
+/// Who wants to know that the broker acknowledged a publication: an HTTP write waiting to
+/// answer, and/or the twin's outbox (topic and generation).
+struct Waiter {
+    reply: Option<oneshot::Sender<bool>>,
+    outbox: Option<(String, u64)>,
 }
 
 impl AckTracker {
     fn fail(waiter: Option<Waiter>) {
-        if let Some(Waiter::Reply(tx)) = waiter {
+        if let Some(tx) = waiter.and_then(|w| w.reply) {
             let _ = tx.send(false);
         }
     }
@@ -177,11 +178,11 @@ impl Connection {
     }
 
     /// Runs the event loop and the publisher until `stop` or a sent DISCONNECT. Messages and
-    /// connection changes go to `twin`; acknowledged clean-ups to `cleanup_acks`.
+    /// connection changes go to `twin`; acknowledged outbox messages to `outbox_acks`.
     pub async fn run(
         self,
         twin: mpsc::Sender<Input>,
-        cleanup_acks: mpsc::UnboundedSender<String>,
+        outbox_acks: mpsc::UnboundedSender<(String, u64)>,
         stop: CancellationToken,
     ) {
         let Connection {
@@ -259,14 +260,13 @@ impl Connection {
                 }
                 Ok(Event::Incoming(Packet::PubAck(ack))) => {
                     let waiter = lock(&tracker).inflight.remove(&ack.pkid).flatten();
-                    match waiter {
-                        Some(Waiter::Reply(tx)) => {
+                    if let Some(Waiter { reply, outbox }) = waiter {
+                        if let Some(tx) = reply {
                             let _ = tx.send(true);
                         }
-                        Some(Waiter::Cleanup(topic)) => {
-                            let _ = cleanup_acks.send(topic);
+                        if let Some(entry) = outbox {
+                            let _ = outbox_acks.send(entry);
                         }
-                        None => {}
                     }
                 }
                 Ok(Event::Outgoing(Outgoing::Disconnect)) => {
@@ -336,11 +336,11 @@ async fn run_publisher(
     while let Some(request) = requests.recv().await {
         match request {
             Request::Publish(publication, ack) => {
-                let waiter = match (ack, publication.cleanup) {
-                    (Some(tx), _) => Some(Waiter::Reply(tx)),
-                    (None, true) => Some(Waiter::Cleanup(publication.topic.clone())),
-                    (None, false) => None,
-                };
+                let outbox = publication
+                    .tracked
+                    .map(|generation| (publication.topic.clone(), generation));
+                let waiter =
+                    (ack.is_some() || outbox.is_some()).then_some(Waiter { reply: ack, outbox });
                 lock(&tracker).queued.push_back(waiter);
                 let sent = client
                     .publish(

@@ -612,9 +612,6 @@ async fn after_kill_9_at_random_moments_every_acknowledged_listed_entity_survive
 /// restart the identical retained registration is a no-op (§4.5), so nothing marks the keys as
 /// seen, and reconciliation (§7.5) drops them from the twin for good.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known defect: inline twin keys of a registration are lost when kill -9 falls between \
-            persisting it and republishing them on twin/<key> (§4.1, §4.5, §7.5); the fix is a \
-            spec decision"]
 async fn after_kill_9_at_random_moments_the_inline_twin_data_of_every_registration_converges() {
     kill_9_at_random_moments(TwinCheck::Whole).await;
 }

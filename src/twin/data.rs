@@ -7,9 +7,9 @@ use std::collections::VecDeque;
 use serde_json::{Map, Value};
 
 use super::api::Reply;
-use super::effects::Publication;
 use super::error::TwinError;
 use super::model::{Health, Record, Series, SeriesNode};
+use super::outbox::Stale;
 use super::payload::{self, ConfigPayload};
 use super::store::{Durability, Store};
 use super::time::Timestamp;
@@ -311,15 +311,15 @@ impl Store {
             return Err(TwinError::UnknownEntity(id.clone()));
         };
         let channel = format!("twin/{key}");
-        let payload = match value {
+        let (message, previous) = match value {
             None => {
-                if entity.twin.remove(key).is_none() {
+                let Some(previous) = entity.twin.remove(key) else {
                     return Ok(false);
-                }
+                };
                 if publish {
                     entity.set_retained(&channel, false);
                 }
-                Vec::new()
+                (None, Some(previous))
             }
             Some(v) => {
                 if entity.twin.get(key) == Some(&v) {
@@ -328,21 +328,19 @@ impl Store {
                 if !entity.twin.contains_key(key) && entity.twin.len() >= limit {
                     return Err(section_full("twin keys", id, limit));
                 }
-                let text = v.to_string().into_bytes();
-                entity.twin.insert(key.to_string(), v);
+                let text = v.to_string();
+                let previous = entity.twin.insert(key.to_string(), v);
                 if publish {
                     entity.set_retained(&channel, true);
                 }
-                text
+                (Some(text), previous)
             }
         };
         self.touch(id, Durability::Retained);
         if publish {
             let topic = format!("{}/{id}/{channel}", self.cfg.root);
-            self.local_change(&topic);
-            self.fx
-                .publications
-                .push(Publication::retained(topic, payload));
+            let stale = previous.map_or(Stale::Nothing, |p| Stale::Value(p.to_string()));
+            self.publish_tracked(topic, message, stale);
         }
         Ok(true)
     }

@@ -12,9 +12,9 @@ pub struct Publication {
     pub topic: String,
     pub payload: Vec<u8>,
     pub retain: bool,
-    /// A clean-up message (§4.8, §7.6): once the broker acknowledged it, the store forgets the
-    /// pending clean-up of this topic.
-    pub cleanup: bool,
+    /// An outbox message (`twin::outbox`): its generation, reported back once the broker
+    /// acknowledged it, so that the store can forget it.
+    pub tracked: Option<u64>,
 }
 
 impl Publication {
@@ -23,16 +23,16 @@ impl Publication {
             topic,
             payload: payload.into(),
             retain: true,
-            cleanup: false,
+            tracked: None,
         }
     }
 
-    pub fn clear(topic: String) -> Self {
+    pub fn tracked(topic: String, payload: Vec<u8>, generation: u64) -> Self {
         Publication {
             topic,
-            payload: Vec::new(),
+            payload,
             retain: true,
-            cleanup: true,
+            tracked: Some(generation),
         }
     }
 
@@ -41,7 +41,7 @@ impl Publication {
             topic,
             payload: payload.into(),
             retain: false,
-            cleanup: false,
+            tracked: None,
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod error;
 mod errors_topic;
 pub mod model;
 mod names;
+pub mod outbox;
 pub mod payload;
 pub mod persist;
 mod query;

@@ -2,22 +2,23 @@
 //! and snapshot, and how each value is serialized, borrowing from the store so that a burst is
 //! written without copying the twin. Loading (`Store::load`) reads the same keys back.
 
-use serde::ser::{Serialize, SerializeMap, Serializer};
+use serde::ser::{Serialize, Serializer};
 
 use super::model::Entity;
+use super::outbox::Outgoing;
 use super::persist::Op;
 use crate::topic::EntityTopicId;
 
 pub const ENTITY_KEY: &str = "e/";
-pub const CLEANUP_KEY: &str = "c/";
+pub const OUTBOX_KEY: &str = "c/";
 pub const MAIN_KEY: &str = "main";
 
-/// A record's key: `main`, `e/<topic id>` or `c/<topic>`.
+/// A record's key: `main`, `e/<topic id>` or `c/<topic>` (an outbox entry).
 #[derive(Debug, Clone)]
 pub enum Key {
     Main,
     Entity(EntityTopicId),
-    Cleanup(String),
+    Outbox(String),
 }
 
 impl Serialize for Key {
@@ -25,18 +26,17 @@ impl Serialize for Key {
         match self {
             Key::Main => s.serialize_str(MAIN_KEY),
             Key::Entity(id) => s.collect_str(&format_args!("{ENTITY_KEY}{id}")),
-            Key::Cleanup(topic) => s.collect_str(&format_args!("{CLEANUP_KEY}{topic}")),
+            Key::Outbox(topic) => s.collect_str(&format_args!("{OUTBOX_KEY}{topic}")),
         }
     }
 }
 
-/// A record's value: the main device's id, an entity, or a pending clean-up with the removed
-/// registration payload (for registration topics).
+/// A record's value: the main device's id, an entity, or an outbox entry.
 #[derive(Debug, Clone, Copy)]
 pub enum Value<'a> {
     Main(&'a EntityTopicId),
     Entity(&'a Entity),
-    Cleanup(Option<&'a str>),
+    Outgoing(&'a Outgoing),
 }
 
 impl Serialize for Value<'_> {
@@ -44,11 +44,7 @@ impl Serialize for Value<'_> {
         match self {
             Value::Main(id) => id.serialize(s),
             Value::Entity(entity) => entity.serialize(s),
-            Value::Cleanup(payload) => {
-                let mut map = s.serialize_map(Some(1))?;
-                map.serialize_entry("payload", payload)?;
-                map.end()
-            }
+            Value::Outgoing(outgoing) => outgoing.serialize(s),
         }
     }
 }

@@ -10,6 +10,7 @@ use super::api::{NewEntity, Reply};
 use super::effects::Publication;
 use super::error::TwinError;
 use super::model::{Entity, EntityType, Registration};
+use super::outbox::Stale;
 use super::payload;
 use super::store::{Durability, PendingEntry, Phase, Store};
 use super::time::Timestamp;
@@ -50,13 +51,6 @@ impl Store {
             if entity.last_payload.as_deref() == Some(canonical.as_str()) {
                 return;
             }
-        }
-        if let Some(recorded) = self.cleanups.get(topic) {
-            if matches!(self.phase, Phase::Window(_)) && recorded.as_deref() == Some(&canonical) {
-                return;
-            }
-            self.cleanups.remove(topic);
-            self.cleanups_dirty.insert(topic.to_string());
         }
         let registration = match payload::parse_registration_value(value.clone()) {
             Ok(r) => r,
@@ -318,16 +312,15 @@ impl Store {
             }
         }
         let shared = self.names.intern(&canonical);
-        if let Some(entity) = self.entities.get_mut(id) {
-            entity.last_payload = Some(shared);
-        }
+        let previous = self
+            .entities
+            .get_mut(id)
+            .and_then(|entity| entity.last_payload.replace(shared));
         self.touch(id, Durability::Now);
         if publish {
             let topic = id.topic(&self.cfg.root, &Channel::Registration);
-            self.local_change(&topic);
-            self.fx
-                .publications
-                .push(Publication::retained(topic, canonical));
+            let stale = previous.map_or(Stale::Nothing, |p| Stale::Value(p.to_string()));
+            self.publish_tracked(topic, Some(canonical), stale);
         }
         self.merge_twin(id, reg.inline);
     }
@@ -452,10 +445,6 @@ impl Store {
             return Err(TwinError::AlreadyRegistered(id));
         }
         self.warn_ignored_keys(&id, &registration);
-        let topic = id.topic(&self.cfg.root, &Channel::Registration);
-        if self.cleanups.remove(&topic).is_some() {
-            self.cleanups_dirty.insert(topic);
-        }
         self.register_parsed(&id, registration, Origin::Http)?;
         Ok(Reply::json(
             serde_json::json!({ "@topic-id": id.as_str() }).to_string(),
@@ -520,17 +509,16 @@ impl Store {
             }
             let topic = id.topic(&self.cfg.root, &Channel::Registration);
             let mut payload = String::new();
+            let mut previous = None;
             if let Some(entity) = self.entities.get_mut(id) {
                 entity.parent = new_parent;
                 entity.health_endpoint = new_health;
                 payload = metadata_registration(entity).to_string();
-                entity.last_payload = Some(payload.as_str().into());
+                previous = entity.last_payload.replace(payload.as_str().into());
             }
             self.touch(id, Durability::Now);
-            self.local_change(&topic);
-            self.fx
-                .publications
-                .push(Publication::retained(topic, payload));
+            let stale = previous.map_or(Stale::Nothing, |p| Stale::Value(p.to_string()));
+            self.publish_tracked(topic, Some(payload), stale);
         }
         let entity = self
             .entities
@@ -623,14 +611,6 @@ impl Store {
                 entity.last_payload.as_deref().map(str::to_string),
             ));
         }
-        for topic in &data_clears {
-            self.cleanups.insert(topic.clone(), None);
-            self.cleanups_dirty.insert(topic.clone());
-        }
-        for (topic, payload) in &registration_clears {
-            self.cleanups.insert(topic.clone(), payload.clone());
-            self.cleanups_dirty.insert(topic.clone());
-        }
         let parent = self.entities.get(id).and_then(|e| e.parent.clone());
         self.unlink(id, parent.as_ref());
         let mut removed = Vec::with_capacity(bfs.len());
@@ -642,32 +622,16 @@ impl Store {
             self.removed.insert(entity_id.clone());
         }
         self.fx.durable = true;
-        for topic in data_clears
-            .into_iter()
-            .chain(registration_clears.into_iter().map(|(t, _)| t))
-        {
-            self.local_change(&topic);
-            self.cleanups_sent.insert(topic.clone());
-            self.fx.publications.push(Publication::clear(topic));
+        // The broker's retained data of a removed entity may be anything; its registration is
+        // the last accepted payload (§7.6: a different one is a new registration).
+        for topic in data_clears {
+            self.publish_tracked(topic, None, Stale::Any);
+        }
+        for (topic, payload) in registration_clears {
+            let stale = payload.map_or(Stale::Nothing, Stale::Value);
+            self.publish_tracked(topic, None, stale);
         }
         removed
-    }
-
-    /// The broker acknowledged a clean-up message: forget that pending clean-up (§7.6), once
-    /// the sync of this connection has completed (see `cleanups_acked`).
-    pub fn cleanup_acknowledged(&mut self, topic: &str) {
-        if !matches!(self.phase, Phase::Ready) {
-            self.cleanups_acked.push(topic.to_string());
-            return;
-        }
-        self.forget_cleanup(topic);
-    }
-
-    pub(super) fn forget_cleanup(&mut self, topic: &str) {
-        self.cleanups_sent.remove(topic);
-        if self.cleanups.remove(topic).is_some() {
-            self.cleanups_dirty.insert(topic.to_string());
-        }
     }
 }
 

@@ -14,8 +14,9 @@ use super::effects::{Effects, Publication, Rejection};
 use super::error::TwinError;
 use super::model::{Entity, EntityType, SeriesNode};
 use super::names::Names;
+use super::outbox::{Outbox, Outgoing, Verdict};
 use super::persist::{Op, RawJson};
-use super::records::{self, Key, Record, CLEANUP_KEY, ENTITY_KEY, MAIN_KEY};
+use super::records::{self, Key, Record, ENTITY_KEY, MAIN_KEY, OUTBOX_KEY};
 use super::sync::Window;
 use super::time::Timestamp;
 use super::vecmap::VecMap;
@@ -143,15 +144,16 @@ pub struct Store {
     /// Boxed: the index's buckets stay small, and a resize moves pointers, not entities.
     pub(super) entities: HashMap<EntityTopicId, Box<Entity>>,
     pub(super) pending: Pending,
-    /// Pending clean-ups (§7.6): topic → the removed registration payload, for registration topics.
-    pub(super) cleanups: BTreeMap<String, Option<String>>,
+    /// Retained messages of the agent not yet acknowledged by the broker (`outbox`).
+    pub(super) outbox: Outbox,
+    pub(super) next_generation: u64,
     /// Clean-up topics already published on the current connection: §7.4 step 7 republishes
     /// only the clean-ups left over from an earlier connection or process.
-    pub(super) cleanups_sent: HashSet<String>,
+    pub(super) outbox_sent: HashSet<String>,
     /// Clean-ups the broker acknowledged while no sync had completed on this connection: they
     /// stay outstanding until the window closes, so that the stale retained copies the broker
     /// sent before clearing them are discarded by step 8 instead of re-registering the entity.
-    pub(super) cleanups_acked: Vec<String>,
+    pub(super) outbox_acked: Vec<(String, u64)>,
     pub(super) phase: Phase,
     /// Data that would auto-register an entity, received on a connection before its SUBACK (a
     /// persistent session's queued messages): held for the window the SUBACK opens, so that the
@@ -159,7 +161,7 @@ pub struct Store {
     pub(super) held_before_sync: Vec<(String, Bytes)>,
     pub(super) dirty: HashMap<EntityTopicId, Durability>,
     pub(super) removed: BTreeSet<EntityTopicId>,
-    pub(super) cleanups_dirty: BTreeSet<String>,
+    pub(super) outbox_dirty: BTreeSet<String>,
     pub(super) main_dirty: bool,
     pub(super) fx: Effects,
     pub(super) names: Names,
@@ -173,14 +175,15 @@ impl Store {
             cfg,
             entities: HashMap::new(),
             pending: Pending::default(),
-            cleanups: BTreeMap::new(),
-            cleanups_sent: HashSet::new(),
-            cleanups_acked: Vec::new(),
+            outbox: Outbox::new(),
+            next_generation: 0,
+            outbox_sent: HashSet::new(),
+            outbox_acked: Vec::new(),
             phase: Phase::Disconnected,
             held_before_sync: Vec::new(),
             dirty: HashMap::new(),
             removed: BTreeSet::new(),
-            cleanups_dirty: BTreeSet::new(),
+            outbox_dirty: BTreeSet::new(),
             main_dirty: true,
             fx: Effects::default(),
             names: Names::default(),
@@ -217,13 +220,15 @@ impl Store {
                     Ok(_) => warnings.push(format!("skipped persisted entity {id}: id mismatch")),
                     Err(e) => warnings.push(format!("skipped persisted entity {id}: {e}")),
                 }
-            } else if let Some(topic) = key.strip_prefix(CLEANUP_KEY) {
-                let record: Value = serde_json::from_str(value.get()).unwrap_or_default();
-                let payload = record
-                    .get("payload")
-                    .and_then(Value::as_str)
-                    .map(str::to_string);
-                store.cleanups.insert(topic.to_string(), payload);
+            } else if let Some(topic) = key.strip_prefix(OUTBOX_KEY) {
+                match serde_json::from_str::<Outgoing>(value.get()) {
+                    Ok(outgoing) => {
+                        store.outbox.insert(topic.to_string(), outgoing);
+                    }
+                    Err(e) => {
+                        warnings.push(format!("skipped a persisted outbox entry for {topic}: {e}"))
+                    }
+                }
             }
         }
         store.ensure_protected_entities();
@@ -371,7 +376,7 @@ impl Store {
     /// The most urgent level among unsaved changes, if any.
     pub fn unsaved(&self) -> Option<Durability> {
         let mut level = self.dirty.values().max().copied();
-        if !self.removed.is_empty() || !self.cleanups_dirty.is_empty() || self.main_dirty {
+        if !self.removed.is_empty() || !self.outbox_dirty.is_empty() || self.main_dirty {
             level = Some(Durability::Now);
         }
         level
@@ -395,10 +400,10 @@ impl Store {
         if self.dirty.is_empty() && self.dirty.capacity() > 1024 {
             self.dirty = HashMap::new();
         }
-        let cleanups = std::mem::take(&mut self.cleanups_dirty);
+        let outbox = std::mem::take(&mut self.outbox_dirty);
 
         let mut ops =
-            Vec::with_capacity(usize::from(main) + removed.len() + due.len() + cleanups.len());
+            Vec::with_capacity(usize::from(main) + removed.len() + due.len() + outbox.len());
         if main {
             ops.push(Op::Put(Key::Main, records::Value::Main(&self.cfg.main)));
         }
@@ -408,13 +413,10 @@ impl Store {
                 ops.push(Op::Put(Key::Entity(id), records::Value::Entity(entity)));
             }
         }
-        for topic in cleanups {
-            match self.cleanups.get(&topic) {
-                Some(payload) => ops.push(Op::Put(
-                    Key::Cleanup(topic),
-                    records::Value::Cleanup(payload.as_deref()),
-                )),
-                None => ops.push(Op::Del(Key::Cleanup(topic))),
+        for topic in outbox {
+            match self.outbox.get(&topic) {
+                Some(out) => ops.push(Op::Put(Key::Outbox(topic), records::Value::Outgoing(out))),
+                None => ops.push(Op::Del(Key::Outbox(topic))),
             }
         }
         ops
@@ -424,17 +426,17 @@ impl Store {
     pub fn snapshot_entries(&mut self) -> Vec<(Key, records::Value<'_>)> {
         self.dirty = HashMap::new();
         self.removed.clear();
-        self.cleanups_dirty.clear();
+        self.outbox_dirty.clear();
         self.main_dirty = false;
-        let mut out = Vec::with_capacity(self.entities.len() + self.cleanups.len() + 1);
+        let mut out = Vec::with_capacity(self.entities.len() + self.outbox.len() + 1);
         out.push((Key::Main, records::Value::Main(&self.cfg.main)));
         for (id, entity) in &self.entities {
             out.push((Key::Entity(id.clone()), records::Value::Entity(entity)));
         }
-        for (topic, payload) in &self.cleanups {
+        for (topic, outgoing) in &self.outbox {
             out.push((
-                Key::Cleanup(topic.clone()),
-                records::Value::Cleanup(payload.as_deref()),
+                Key::Outbox(topic.clone()),
+                records::Value::Outgoing(outgoing),
             ));
         }
         out
@@ -459,6 +461,9 @@ impl Store {
             if channel == Channel::Registration && id == self.cfg.agent {
                 window.agent_seen = true;
             }
+        }
+        if let Verdict::Ignore = self.check_outbox(topic, payload) {
+            return;
         }
         match channel {
             Channel::Registration if payload.is_empty() => self.deregister_mqtt(&id, topic),

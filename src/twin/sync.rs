@@ -31,12 +31,20 @@ impl Store {
     pub fn begin_sync(&mut self, nonce: String) {
         let root = self.cfg.root.clone();
         let mut s0 = HashSet::new();
+        // Topics in the outbox are the agent's own unacknowledged writes, not items the broker
+        // may have lost: they are published again when the window closes.
         for (id, entity) in &self.entities {
             if *id != self.cfg.main && *id != self.cfg.agent {
-                s0.insert(id.topic(&root, &Channel::Registration));
+                let topic = id.topic(&root, &Channel::Registration);
+                if !self.outbox.contains_key(&topic) {
+                    s0.insert(topic);
+                }
             }
             for channel in &entity.retained {
-                s0.insert(format!("{root}/{id}/{channel}"));
+                let topic = format!("{root}/{id}/{channel}");
+                if !self.outbox.contains_key(&topic) {
+                    s0.insert(topic);
+                }
             }
         }
         self.pending.clear();
@@ -66,10 +74,8 @@ impl Store {
     pub fn disconnected(&mut self) {
         self.phase = Phase::Disconnected;
         self.held_before_sync.clear();
-        for topic in std::mem::take(&mut self.cleanups_acked) {
-            self.forget_cleanup(&topic);
-        }
-        self.cleanups_sent.clear();
+        self.apply_deferred_acks();
+        self.outbox_sent.clear();
     }
 
     /// A marker came back; only this connection's nonce closes the window.
@@ -92,23 +98,17 @@ impl Store {
         } else {
             self.restore(s0);
         }
-        for topic in self.cleanups.keys() {
-            if self.cleanups_sent.insert(topic.clone()) {
-                self.fx.publications.push(Publication::clear(topic.clone()));
-            }
-        }
+        self.republish_outbox();
         for (topic, payload) in held {
             if let Ok((id, _)) = parse_topic(&self.cfg.root, &topic) {
                 let registration = id.topic(&self.cfg.root, &Channel::Registration);
-                if self.cleanups.contains_key(&registration) {
+                if self.is_being_cleared(&registration) {
                     continue;
                 }
             }
             self.on_message(&topic, &payload, now);
         }
-        for topic in std::mem::take(&mut self.cleanups_acked) {
-            self.forget_cleanup(&topic);
-        }
+        self.apply_deferred_acks();
         self.announce(now);
         self.counters.sync_completed += 1;
     }

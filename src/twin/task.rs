@@ -33,7 +33,8 @@ pub struct TwinTask {
     pub persist: Persist,
     pub publisher: Publisher,
     pub inputs: mpsc::Receiver<Input>,
-    pub cleanup_acks: mpsc::UnboundedReceiver<String>,
+    /// Acknowledged outbox messages: (topic, generation).
+    pub outbox_acks: mpsc::UnboundedReceiver<(String, u64)>,
     pub readiness: watch::Sender<Readiness>,
     pub telemetry_flush: Duration,
     /// `host:port`, for the reason given before the first connection.
@@ -59,7 +60,7 @@ impl TwinTask {
             persist,
             publisher,
             mut inputs,
-            mut cleanup_acks,
+            mut outbox_acks,
             readiness,
             telemetry_flush,
             endpoint,
@@ -91,10 +92,10 @@ impl TwinTask {
                     }
                     runner.process(std::mem::take(&mut batch));
                 }
-                Some(topic) = cleanup_acks.recv() => {
-                    runner.store.cleanup_acknowledged(&topic);
-                    while let Ok(topic) = cleanup_acks.try_recv() {
-                        runner.store.cleanup_acknowledged(&topic);
+                Some((topic, generation)) = outbox_acks.recv() => {
+                    runner.store.outbox_acknowledged(&topic, generation);
+                    while let Ok((topic, generation)) = outbox_acks.try_recv() {
+                        runner.store.outbox_acknowledged(&topic, generation);
                     }
                     runner.flush(Durability::Retained);
                 }

@@ -13,6 +13,8 @@ use super::time::Timestamp;
 use crate::topic::EntityTopicId;
 
 const AGENT: &str = "te/device/main/service/edge-agent";
+const AGENT_PAYLOAD: &str =
+    r#"{"@parent":"device/main//","@type":"service","name":"edge-agent","type":"service"}"#;
 
 fn config() -> StoreConfig {
     StoreConfig {
@@ -534,7 +536,7 @@ fn deregistration_clears_retained_data_then_the_registration() {
     assert!(fx
         .publications
         .iter()
-        .all(|p| p.payload.is_empty() && p.retain && p.cleanup));
+        .all(|p| p.payload.is_empty() && p.retain && p.tracked.is_some()));
     assert!(store.entity(&id("device/child0//")).is_none());
 }
 
@@ -1055,4 +1057,66 @@ fn a_persisted_main_device_that_differs_from_the_config_refuses_to_load() {
         ..config()
     };
     assert!(Store::load(other, entries).is_err());
+}
+
+#[test]
+fn inline_twin_data_not_acknowledged_before_a_crash_is_published_again_after_the_sync() {
+    let mut store = fresh();
+    send(
+        &mut store,
+        "te/device/c3//",
+        r#"{"@type":"child-device","name":"c3"}"#,
+    );
+    assert_eq!(
+        published(&mut store),
+        vec![r("te/device/c3///twin/name", r#""c3""#)]
+    );
+    // Crash: the group commit happened, the broker never acknowledged twin/name.
+    let entries = persisted(&mut store);
+    let (mut restarted, _) = Store::load(config(), entries).unwrap();
+    restarted.take_effects();
+    restarted.begin_sync("04".into());
+    restarted.take_effects();
+    send(&mut restarted, AGENT, AGENT_PAYLOAD);
+    send(
+        &mut restarted,
+        "te/device/c3//",
+        r#"{"@type":"child-device","name":"c3"}"#,
+    );
+    send(&mut restarted, &format!("{AGENT}/signal/sync-04"), "{}");
+    let pubs = published(&mut restarted);
+    assert_eq!(pubs[0], r("te/device/c3///twin/name", r#""c3""#));
+    assert_eq!(
+        state(&restarted, "device/c3//")["twin"],
+        json!({"name":"c3"})
+    );
+}
+
+#[test]
+fn a_stale_copy_in_the_window_is_ignored_and_a_newer_write_cancels_the_outbox_entry() {
+    let mut store = fresh();
+    let main = id("device/main//");
+    store
+        .write(Write::TwinSet(main.clone(), "k".into(), json!(1)))
+        .unwrap();
+    store
+        .write(Write::TwinSet(main.clone(), "j".into(), json!(1)))
+        .unwrap();
+    store.take_effects();
+    // Never acknowledged; the connection drops and comes back.
+    store.disconnected();
+    store.begin_sync("05".into());
+    store.take_effects();
+    send(&mut store, AGENT, AGENT_PAYLOAD);
+    // The broker still has an older value of k (none was retained before: anything there is
+    // someone else's newer write) and the agent's own value of j.
+    send(&mut store, "te/device/main///twin/k", "7");
+    send(&mut store, "te/device/main///twin/j", "1");
+    send(&mut store, &format!("{AGENT}/signal/sync-05"), "{}");
+    let twin_pubs: Vec<_> = published(&mut store)
+        .into_iter()
+        .filter(|p| p.0.starts_with("te/device/main///twin/"))
+        .collect();
+    assert_eq!(twin_pubs, vec![r("te/device/main///twin/j", "1")]);
+    assert_eq!(state(&store, "device/main//")["twin"], json!({"j":1,"k":7}));
 }
