@@ -24,7 +24,8 @@ use crate::twin::store::{LoadError, Store, StoreConfig};
 use crate::twin::task::TwinTask;
 use crate::twin::TwinHandle;
 
-const INPUT_CAPACITY: usize = 16_384;
+/// Inputs queued for the twin; an MQTT input carries up to 1024 messages.
+const INPUT_CAPACITY: usize = 1024;
 const GRACE: Duration = Duration::from_secs(4);
 
 #[derive(Debug, thiserror::Error)]

@@ -121,8 +121,9 @@ impl Store {
                         group.insert(names.intern(&member), point);
                     }
                     _ => {
-                        let group = [(names.intern(&member), point)].into_iter().collect();
-                        series.insert(names.intern(&v.name), SeriesNode::Group(group));
+                        let group: VecMap<_, _> =
+                            [(names.intern(&member), point)].into_iter().collect();
+                        series.insert(names.intern(&v.name), SeriesNode::Group(Box::new(group)));
                     }
                 },
             }

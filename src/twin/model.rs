@@ -75,7 +75,8 @@ pub struct Series {
 #[serde(untagged)]
 pub enum SeriesNode {
     Single(Series),
-    Group(VecMap<Name, Series>),
+    /// Boxed: groups are the rarer shape, and a single series then fits in 24 bytes.
+    Group(Box<VecMap<Name, Series>>),
 }
 
 /// A received alarm or event: the payload object (without `time`), its time and reception time.
@@ -123,8 +124,9 @@ pub struct Entity {
     /// sorted, so that deregistration can clear each of them (§4.8).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub retained: Vec<String>,
+    /// Boxed: most entities have no children.
     #[serde(skip)]
-    pub children: BTreeSet<EntityTopicId>,
+    pub children: Option<Box<BTreeSet<EntityTopicId>>>,
 }
 
 /// The sections of an entity that most entities never use (a child with one sensor has none).
@@ -171,7 +173,25 @@ impl Entity {
             measurements: VecMap::new(),
             extra: None,
             retained: Vec::new(),
-            children: BTreeSet::new(),
+            children: None,
+        }
+    }
+
+    /// The direct children, in byte order.
+    pub fn children(&self) -> impl DoubleEndedIterator<Item = &EntityTopicId> {
+        self.children.iter().flat_map(|c| c.iter())
+    }
+
+    pub fn add_child(&mut self, id: EntityTopicId) {
+        self.children.get_or_insert_with(Box::default).insert(id);
+    }
+
+    pub fn remove_child(&mut self, id: &EntityTopicId) {
+        if let Some(children) = &mut self.children {
+            children.remove(id);
+            if children.is_empty() {
+                self.children = None;
+            }
         }
     }
 
@@ -254,7 +274,16 @@ impl Serialize for State<'_> {
         m.serialize_entry("alarms", &x.alarms)?;
         m.serialize_entry("events", &x.events)?;
         m.serialize_entry("commands", &x.commands)?;
-        m.serialize_entry("children", &e.children)?;
+        m.serialize_entry("children", &Children(e))?;
         m.end()
+    }
+}
+
+/// Serializes the children of an entity as an array of topic ids.
+struct Children<'a>(&'a Entity);
+
+impl Serialize for Children<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.children())
     }
 }

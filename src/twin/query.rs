@@ -110,7 +110,7 @@ impl Store {
         let mut out = Vec::new();
         if let Some(parent) = &filter.parent {
             if let Some(p) = self.entities.get(parent) {
-                out.extend(p.children.iter().filter_map(|c| self.entity(c)));
+                out.extend(p.children().filter_map(|c| self.entity(c)));
             }
         } else {
             let start = filter.root.as_ref().unwrap_or(&self.cfg.main);
@@ -118,7 +118,7 @@ impl Store {
                 let mut queue = VecDeque::from([root]);
                 while let Some(entity) = queue.pop_front() {
                     out.push(entity);
-                    queue.extend(entity.children.iter().filter_map(|c| self.entity(c)));
+                    queue.extend(entity.children().filter_map(|c| self.entity(c)));
                 }
             }
         }

@@ -327,13 +327,13 @@ impl Store {
 
     fn link(&mut self, id: &EntityTopicId, parent: Option<&EntityTopicId>) {
         if let Some(p) = parent.and_then(|p| self.entities.get_mut(p)) {
-            p.children.insert(id.clone());
+            p.add_child(id.clone());
         }
     }
 
     fn unlink(&mut self, id: &EntityTopicId, parent: Option<&EntityTopicId>) {
         if let Some(p) = parent.and_then(|p| self.entities.get_mut(p)) {
-            p.children.remove(id);
+            p.remove_child(id);
         }
     }
 
@@ -585,7 +585,7 @@ impl Store {
         let mut queue = VecDeque::from([(id.clone(), 0usize)]);
         while let Some((current, depth)) = queue.pop_front() {
             if let Some(entity) = self.entities.get(&current) {
-                for child in &entity.children {
+                for child in entity.children() {
                     bfs.push((child.clone(), depth + 1));
                     queue.push_back((child.clone(), depth + 1));
                 }

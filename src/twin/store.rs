@@ -252,12 +252,12 @@ impl Store {
                         .iter()
                         .map(|(name, node)| {
                             let node = match node {
-                                SeriesNode::Group(group) => SeriesNode::Group(
+                                SeriesNode::Group(group) => SeriesNode::Group(Box::new(
                                     group
                                         .iter()
                                         .map(|(member, s)| (names.intern(member), s.clone()))
                                         .collect::<VecMap<_, _>>(),
-                                ),
+                                )),
                                 single => single.clone(),
                             };
                             (names.intern(name), node)
@@ -288,7 +288,7 @@ impl Store {
             entity.last_payload = Some(self.agent_registration().to_string().into());
             self.entities.insert(agent.clone(), Box::new(entity));
             if let Some(main) = self.entities.get_mut(&self.cfg.main) {
-                main.children.insert(agent.clone());
+                main.add_child(agent.clone());
             }
             self.touch(&agent, Durability::Now);
         }
@@ -300,7 +300,7 @@ impl Store {
         let main = self.cfg.main.clone();
         let mut links = Vec::new();
         for entity in self.entities.values_mut() {
-            entity.children.clear();
+            entity.children = None;
         }
         let ids: Vec<EntityTopicId> = self.entities.keys().cloned().collect();
         for id in ids {
@@ -322,7 +322,7 @@ impl Store {
         }
         for (parent, child) in links {
             if let Some(p) = self.entities.get_mut(&parent) {
-                p.children.insert(child);
+                p.add_child(child);
             }
         }
     }

@@ -207,7 +207,7 @@ impl Store {
                     fragments.push(Publication::retained(topic, value.to_string()));
                 }
             }
-            queue.extend(entity.children.iter().cloned());
+            queue.extend(entity.children().cloned());
         }
         let fragment_count = fragments.len();
         self.fx.publications.extend(publications);

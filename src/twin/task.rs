@@ -21,8 +21,10 @@ use super::{BusEvent, Input, Received, Responder};
 use crate::mqtt::Publisher;
 use crate::readiness::{Readiness, WAITING_FOR_SYNC};
 
-/// Inputs applied before one group commit.
-const BATCH: usize = 4096;
+/// Inputs applied before one group commit. MQTT messages already arrive in batches (one input
+/// per socket read), so a few hundred inputs cover thousands of messages; the vector is kept,
+/// so a larger one would stay resident after a burst.
+const BATCH: usize = 256;
 const ACK_TIMEOUT: Duration = Duration::from_secs(10);
 const MARKER_RESEND: Duration = Duration::from_secs(30);
 const RETAINED_FLUSH: Duration = Duration::from_secs(1);
