@@ -3,20 +3,27 @@
 //! polls rumqttc continuously and forwards messages to the twin, and the publisher that sends the
 //! twin's publications and reports their acknowledgements.
 //!
-//! Acknowledgements: rumqttc reports `Outgoing::Publish(pkid)` in the order publish requests were
-//! queued, then `Incoming::PubAck(pkid)`. Only the publisher task queues publishes, so a FIFO of
-//! waiters maps each request to its pkid. After a dropped connection rumqttc replays unacknowledged
-//! publishes with their old pkids (session resumed) or forgets them (new session); the tracker
-//! keeps those pkids, without waiters, until then.
+//! Acknowledgements: rumqttc reports `Outgoing::Publish(pkid)` in the order publish requests
+//! entered its channel, then `Incoming::PubAck(pkid)`. This one task both polls the event loop and
+//! moves the twin's requests into rumqttc (with `try_publish`, never waiting, and only while
+//! connected), so a FIFO of waiters maps each request to its pkid exactly. On a dropped connection
+//! the task resets that state itself: rumqttc would replay or silently drop what it had queued
+//! depending on the next session, which no FIFO could follow; instead every waiter is failed and
+//! rumqttc's queued publishes are discarded. What must reach the broker is in the twin's outbox,
+//! which publishes it again after the next sync (spec/twin.md §7.4 step 7).
+//!
+//! Backpressure: when the twin's input queue is full, this task waits for room before polling
+//! again, so the broker holds further messages for the persistent session instead of this process
+//! buffering without bound. The twin only stalls for a group commit or a snapshot (well under the
+//! 30 s keep-alive).
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rumqttc::{
-    AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS, TlsConfiguration,
-    Transport,
+    AsyncClient, ClientError, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS,
+    TlsConfiguration, Transport,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -96,12 +103,12 @@ fn read_file(what: &'static str, path: &Path) -> Result<Vec<u8>, MqttError> {
     })
 }
 
-/// Waiters for acknowledgements, shared by the publisher and the event-loop task.
+/// Waiters for acknowledgements, owned by the connection task.
 #[derive(Default)]
 struct AckTracker {
-    /// One slot per publish request not yet given a pkid, in request order.
+    /// One slot per publish handed to rumqttc and not yet given a pkid, in request order.
     queued: VecDeque<Option<Waiter>>,
-    /// Publishes sent and not yet acknowledged; `None` once their waiter was answered.
+    /// Publishes sent and not yet acknowledged.
     inflight: HashMap<u16, Option<Waiter>>,
 }
 
@@ -113,9 +120,16 @@ struct Waiter {
 }
 
 impl AckTracker {
-    fn fail(waiter: Option<Waiter>) {
-        if let Some(tx) = waiter.and_then(|w| w.reply) {
-            let _ = tx.send(false);
+    /// The connection dropped: nobody will learn about these any more.
+    fn fail_all(&mut self) {
+        for waiter in self
+            .queued
+            .drain(..)
+            .chain(self.inflight.drain().map(|(_, w)| w))
+        {
+            if let Some(tx) = waiter.and_then(|w| w.reply) {
+                let _ = tx.send(false);
+            }
         }
     }
 }
@@ -149,15 +163,110 @@ impl Publisher {
     }
 }
 
-/// The connection: its event loop and the publisher feeding it.
+/// The connection: rumqttc's client and event loop, and the twin's request queue.
 pub struct Connection {
     client: AsyncClient,
     eventloop: EventLoop,
     requests: mpsc::UnboundedReceiver<Request>,
-    tracker: Arc<Mutex<AckTracker>>,
     topic_filter: String,
     max_payload: usize,
     endpoint: String,
+}
+
+/// The state of the connection task between two events.
+struct Session {
+    client: AsyncClient,
+    tracker: AckTracker,
+    /// A request rumqttc's channel had no room for, retried after the next event.
+    stash: Option<Request>,
+    connected: bool,
+    subscribe_due: bool,
+    topic_filter: String,
+}
+
+impl Session {
+    /// Hands a request to rumqttc without waiting; false when its channel is full (the request
+    /// is kept in the stash).
+    fn submit(&mut self, request: Request) -> bool {
+        match request {
+            Request::Publish(publication, reply) => {
+                let Publication {
+                    topic,
+                    payload,
+                    retain,
+                    tracked,
+                } = publication;
+                let outbox = tracked.map(|generation| (topic.clone(), generation));
+                match self
+                    .client
+                    .try_publish(topic, QoS::AtLeastOnce, retain, payload)
+                {
+                    Ok(()) => {
+                        let waiter = (reply.is_some() || outbox.is_some())
+                            .then_some(Waiter { reply, outbox });
+                        self.tracker.queued.push_back(waiter);
+                        true
+                    }
+                    Err(ClientError::TryRequest(rumqttc::Request::Publish(p))) => {
+                        let publication = Publication {
+                            topic: p.topic,
+                            payload: p.payload.to_vec(),
+                            retain: p.retain,
+                            tracked: outbox.map(|(_, g)| g),
+                        };
+                        self.stash = Some(Request::Publish(publication, reply));
+                        false
+                    }
+                    Err(error) => {
+                        // Only an invalid topic gets here; the twin never builds one.
+                        tracing::error!("cannot publish: {error}");
+                        if let Some(tx) = reply {
+                            let _ = tx.send(false);
+                        }
+                        true
+                    }
+                }
+            }
+            Request::Disconnect => {
+                if self.client.try_disconnect().is_err() {
+                    self.stash = Some(Request::Disconnect);
+                    return false;
+                }
+                true
+            }
+        }
+    }
+
+    fn retry(&mut self) {
+        if self.connected && self.subscribe_due {
+            self.subscribe_due = self
+                .client
+                .try_subscribe(self.topic_filter.clone(), QoS::AtLeastOnce)
+                .is_err();
+        }
+        if self.connected {
+            if let Some(request) = self.stash.take() {
+                self.submit(request);
+            }
+        }
+    }
+
+    /// The connection dropped: fail every waiter and drop what rumqttc kept to resend, so that
+    /// the next session starts with an exact FIFO (see the module doc).
+    fn reset(&mut self, eventloop: &mut EventLoop) {
+        self.connected = false;
+        self.tracker.fail_all();
+        eventloop.pending.retain(|r| {
+            !matches!(
+                r,
+                rumqttc::Request::Publish(_) | rumqttc::Request::Subscribe(_)
+            )
+        });
+        eventloop
+            .state
+            .events
+            .retain(|e| !matches!(e, Event::Outgoing(Outgoing::Publish(_))));
+    }
 }
 
 impl Connection {
@@ -169,7 +278,6 @@ impl Connection {
             client,
             eventloop,
             requests,
-            tracker: Arc::default(),
             topic_filter: format!("{}/+/+/+/+/#", config.mqtt.topic_root),
             max_payload: config.mqtt.max_packet_size,
             endpoint,
@@ -177,8 +285,8 @@ impl Connection {
         (Publisher { tx }, connection)
     }
 
-    /// Runs the event loop and the publisher until `stop` or a sent DISCONNECT. Messages and
-    /// connection changes go to `twin`; acknowledged outbox messages to `outbox_acks`.
+    /// Runs the connection until `stop` or a sent DISCONNECT. Messages and connection changes go
+    /// to `twin`; acknowledged outbox messages to `outbox_acks`.
     pub async fn run(
         self,
         twin: mpsc::Sender<Input>,
@@ -188,48 +296,51 @@ impl Connection {
         let Connection {
             client,
             mut eventloop,
-            requests,
-            tracker,
+            mut requests,
             topic_filter,
             max_payload,
             endpoint,
         } = self;
-        let publisher = tokio::spawn(run_publisher(client.clone(), requests, tracker.clone()));
+        let mut session = Session {
+            client,
+            tracker: AckTracker::default(),
+            stash: None,
+            connected: false,
+            subscribe_due: false,
+            topic_filter,
+        };
         let mut backoff = BACKOFF_START;
-        let mut connected = false;
         let mut batch: Vec<Received> = Vec::new();
         loop {
             // rumqttc buffers every packet of one socket read: forward the messages once the
             // buffer is drained, and before any other event, so that order is kept.
-            if !batch.is_empty() && (eventloop.state.events.is_empty() || batch.len() >= MAX_BATCH)
+            if !batch.is_empty()
+                && (eventloop.state.events.is_empty() || batch.len() >= MAX_BATCH)
+                && !flush(&twin, &mut batch).await
             {
-                let messages = std::mem::take(&mut batch);
-                if twin
-                    .send(Input::Bus(BusEvent::Messages(messages)))
-                    .await
-                    .is_err()
-                {
-                    break;
-                }
+                break;
             }
+            session.retry();
+            let accepting = session.connected && session.stash.is_none();
             let event = tokio::select! {
                 event = eventloop.poll() => event,
+                request = requests.recv(), if accepting => {
+                    match request {
+                        Some(request) => {
+                            session.submit(request);
+                        }
+                        None => break,
+                    }
+                    continue;
+                }
                 _ = stop.cancelled() => break,
             };
             match event {
                 Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                    connected = true;
                     backoff = BACKOFF_START;
                     tracing::info!(broker = %endpoint, session_present = ack.session_present, "connected to the MQTT broker");
-                    {
-                        let mut t = lock(&tracker);
-                        if !ack.session_present {
-                            t.inflight.clear();
-                        }
-                    }
-                    if let Err(e) = client.try_subscribe(topic_filter.clone(), QoS::AtLeastOnce) {
-                        tracing::error!("cannot queue the subscription: {e}");
-                    }
+                    session.connected = true;
+                    session.subscribe_due = true;
                 }
                 Ok(Event::Incoming(Packet::SubAck(_))) => {
                     if !flush(&twin, &mut batch).await
@@ -252,15 +363,13 @@ impl Connection {
                     });
                 }
                 Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
-                    let mut t = lock(&tracker);
-                    if !t.inflight.contains_key(&pkid) {
-                        let waiter = t.queued.pop_front().flatten();
-                        t.inflight.insert(pkid, waiter);
-                    }
+                    let waiter = session.tracker.queued.pop_front().flatten();
+                    session.tracker.inflight.insert(pkid, waiter);
                 }
                 Ok(Event::Incoming(Packet::PubAck(ack))) => {
-                    let waiter = lock(&tracker).inflight.remove(&ack.pkid).flatten();
-                    if let Some(Waiter { reply, outbox }) = waiter {
+                    if let Some(Waiter { reply, outbox }) =
+                        session.tracker.inflight.remove(&ack.pkid).flatten()
+                    {
                         if let Some(tx) = reply {
                             let _ = tx.send(true);
                         }
@@ -276,19 +385,14 @@ impl Connection {
                 }
                 Ok(_) => {}
                 Err(error) => {
-                    {
-                        let mut t = lock(&tracker);
-                        for waiter in t.inflight.values_mut() {
-                            AckTracker::fail(waiter.take());
-                        }
-                    }
+                    let was_connected = session.connected;
+                    session.reset(&mut eventloop);
                     let reason = format!("connecting to {endpoint}: {error}");
-                    if connected {
+                    if was_connected {
                         tracing::warn!("lost the MQTT connection: {error}");
                     } else {
                         tracing::debug!("{reason}");
                     }
-                    connected = false;
                     if !flush(&twin, &mut batch).await
                         || twin
                             .send(Input::Bus(BusEvent::Disconnected(reason)))
@@ -305,13 +409,9 @@ impl Connection {
                 }
             }
         }
-        publisher.abort();
-        let mut t = lock(&tracker);
-        for waiter in t.queued.drain(..) {
-            AckTracker::fail(waiter);
-        }
-        for (_, waiter) in t.inflight.drain() {
-            AckTracker::fail(waiter);
+        session.tracker.fail_all();
+        if let Some(Request::Publish(_, Some(tx))) = session.stash.take() {
+            let _ = tx.send(false);
         }
     }
 }
@@ -325,46 +425,4 @@ async fn flush(twin: &mpsc::Sender<Input>, batch: &mut Vec<Received>) -> bool {
     twin.send(Input::Bus(BusEvent::Messages(messages)))
         .await
         .is_ok()
-}
-
-/// Sends queued requests to rumqttc in order, registering each publish's waiter first.
-async fn run_publisher(
-    client: AsyncClient,
-    mut requests: mpsc::UnboundedReceiver<Request>,
-    tracker: Arc<Mutex<AckTracker>>,
-) {
-    while let Some(request) = requests.recv().await {
-        match request {
-            Request::Publish(publication, ack) => {
-                let outbox = publication
-                    .tracked
-                    .map(|generation| (publication.topic.clone(), generation));
-                let waiter =
-                    (ack.is_some() || outbox.is_some()).then_some(Waiter { reply: ack, outbox });
-                lock(&tracker).queued.push_back(waiter);
-                let sent = client
-                    .publish(
-                        publication.topic,
-                        QoS::AtLeastOnce,
-                        publication.retain,
-                        publication.payload,
-                    )
-                    .await;
-                if sent.is_err() {
-                    let waiter = lock(&tracker).queued.pop_back().flatten();
-                    AckTracker::fail(waiter);
-                    break;
-                }
-            }
-            Request::Disconnect => {
-                let _ = client.disconnect().await;
-            }
-        }
-    }
-}
-
-fn lock(tracker: &Mutex<AckTracker>) -> std::sync::MutexGuard<'_, AckTracker> {
-    tracker
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

@@ -376,7 +376,12 @@ impl Store {
     /// The most urgent level among unsaved changes, if any.
     pub fn unsaved(&self) -> Option<Durability> {
         let mut level = self.dirty.values().max().copied();
-        if !self.removed.is_empty() || !self.outbox_dirty.is_empty() || self.main_dirty {
+        // New outbox entries come with a durable batch; what is left to save are the entries
+        // forgotten on acknowledgement, which at worst are published once more after a crash.
+        if !self.outbox_dirty.is_empty() {
+            level = level.max(Some(Durability::Retained));
+        }
+        if !self.removed.is_empty() || self.main_dirty {
             level = Some(Durability::Now);
         }
         level

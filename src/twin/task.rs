@@ -99,7 +99,6 @@ impl TwinTask {
                     while let Ok((topic, generation)) = outbox_acks.try_recv() {
                         runner.store.outbox_acknowledged(&topic, generation);
                     }
-                    runner.flush(Durability::Retained);
                 }
                 _ = retained_tick.tick() => runner.flush(Durability::Retained),
                 _ = telemetry_tick.tick() => runner.flush(Durability::Telemetry),
@@ -112,7 +111,7 @@ impl TwinTask {
                 }
             }
         }
-        runner.shutdown().await;
+        runner.shutdown(inputs).await;
     }
 }
 
@@ -290,14 +289,22 @@ impl Runner {
         }
     }
 
-    /// §8 graceful shutdown: flush, publish `down` retained, disconnect.
-    async fn shutdown(mut self) {
+    /// §8 graceful shutdown: flush, publish `down` retained, disconnect. Inputs still arriving
+    /// are dropped meanwhile, so that the connection task is never stuck handing them over.
+    async fn shutdown(mut self, mut inputs: mpsc::Receiver<Input>) {
         self.flush(Durability::Telemetry);
         let (topic, payload) = self.store.down_health();
         let (tx, rx) = oneshot::channel();
         self.publisher
             .publish(Publication::retained(topic, payload), Some(tx));
-        let acknowledged = matches!(tokio::time::timeout(SHUTDOWN_ACK, rx).await, Ok(Ok(true)));
+        let drain = async {
+            while inputs.recv().await.is_some() {}
+            std::future::pending::<()>().await
+        };
+        let acknowledged = tokio::select! {
+            ack = tokio::time::timeout(SHUTDOWN_ACK, rx) => matches!(ack, Ok(Ok(true))),
+            _ = drain => false,
+        };
         self.publisher.disconnect();
         tracing::info!(acknowledged, "published the down health");
     }
