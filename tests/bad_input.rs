@@ -14,8 +14,8 @@ use std::time::Duration;
 use common::agent::{TestAgent, AGENT_REGISTRATION, AGENT_TOPIC};
 use common::http;
 use common::mosquitto::Broker;
-use common::mqtt::TestClient;
-use common::twin::{caught_up_within, msgs, split_errors, System, ERRORS};
+use common::mqtt::{msgs, TestClient};
+use common::twin::{caught_up_within, split_errors, System, ERRORS};
 use futures_util::future::join_all;
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -62,7 +62,7 @@ async fn with_baseline() -> (System, Baseline) {
     .await;
     assert_eq!(
         sys.published().await,
-        msgs([("te/device/keep///twin/name", r#""keep""#)])
+        msgs(&[("te/device/keep///twin/name", r#""keep""#)])
     );
     let ids = sys.ids("").await;
     assert_eq!(
@@ -153,7 +153,7 @@ async fn invalid_utf8_is_rejected_on_json_channels_and_health_becomes_unknown() 
         )
     );
     // A rejected new registration stays on the broker untouched; an update is overwritten.
-    let kept = common::twin::retained(&sys.broker, "te/device/utf8//").await;
+    let kept = sys.retained("te/device/utf8//").await;
     assert_eq!(kept.len(), 1);
     assert_eq!(
         kept[0].1.as_bytes(),
@@ -396,7 +396,7 @@ async fn a_cycle_of_parents_is_refused_and_the_tree_kept() {
     );
     assert_eq!(
         sys.retained("te/device/a//").await,
-        msgs([("te/device/a//", r#"{"@type":"child-device"}"#)])
+        msgs(&[("te/device/a//", r#"{"@type":"child-device"}"#)])
     );
     for id in ["device/self//", "device/x//", "device/y//"] {
         assert_eq!(
@@ -517,11 +517,11 @@ async fn deleting_the_main_device_or_the_agent_is_refused_and_nothing_is_lost() 
     );
     assert_eq!(
         sys.retained("te/device/main//").await,
-        msgs([("te/device/main//", r#"{"@type":"device"}"#)])
+        msgs(&[("te/device/main//", r#"{"@type":"device"}"#)])
     );
     assert_eq!(
         sys.retained(AGENT_TOPIC).await,
-        msgs([(AGENT_TOPIC, AGENT_REGISTRATION)])
+        msgs(&[(AGENT_TOPIC, AGENT_REGISTRATION)])
     );
     for path in ["device/main//", "device/main"] {
         let deleted = http::delete(&sys.agent.url(&format!("/te/v1/entities/{path}"))).await;
@@ -592,7 +592,7 @@ async fn topics_with_another_root_twelve_levels_or_no_valid_channel_are_ignored_
     sys.publish("te/device/keep///twin/", "2", true).await;
     assert_eq!(
         sys.published().await,
-        msgs([(
+        msgs(&[(
             ERRORS,
             "te/device/keep///twin/: Invalid twin key: ''. Keys that are empty, containing '/' or starting with '@' are not allowed"
         )])

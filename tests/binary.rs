@@ -11,10 +11,10 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::agent::AGENT_HEALTH;
 use common::mosquitto::Broker;
-use common::mqtt::TestClient;
+use common::mqtt::{retained, TestClient};
 use common::process::{self, topic_ids, AgentProcess, AgentSetup};
-use common::scenario::{agent_health_topic, retained};
 use rumqttc::QoS;
 use serde_json::{json, Value};
 use tokio::sync::watch;
@@ -270,7 +270,7 @@ async fn a_stop_signal_publishes_the_down_health_and_exits_0_within_5_s(signal: 
         broker.log()
     );
     let reader = TestClient::connect(broker.port()).await;
-    reader.subscribe(&agent_health_topic()).await;
+    reader.subscribe(AGENT_HEALTH).await;
     let health: Vec<(String, String, bool)> = reader
         .collect_until_marker()
         .await
@@ -280,7 +280,7 @@ async fn a_stop_signal_publishes_the_down_health_and_exits_0_within_5_s(signal: 
     assert_eq!(
         health,
         vec![(
-            agent_health_topic(),
+            AGENT_HEALTH.to_owned(),
             format!(r#"{{"pid":{pid},"status":"down"}}"#),
             true
         )]
@@ -702,7 +702,7 @@ async fn kill_9_at_random_moments(twin_check: TwinCheck) {
         tally.attempted, tally.acked,
         "the publisher stops between publications"
     );
-    let on_broker: BTreeSet<(String, String)> = retained(&broker, &["te/device/+//"])
+    let on_broker: BTreeSet<(String, String)> = retained(broker.port(), &["te/device/+//"])
         .await
         .into_iter()
         .collect();

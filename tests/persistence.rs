@@ -7,13 +7,14 @@ mod common;
 
 use std::time::Duration;
 
-use common::agent::TestAgent;
+use common::agent::{TestAgent, AGENT_HEALTH};
 use common::http;
 use common::mosquitto::Broker;
-use common::mqtt::TestClient;
+use common::mqtt::{msgs, pairs, retained, TestClient};
+use common::process::send_signal;
 use common::scenario::{
-    self, broker_pid, collect_through, dir_contains, get_json, is_live_up_health, pairs, retained,
-    signal, wait_readiness, RECONNECT,
+    broker_pid, collect_through, dir_contains, get_json, is_live_up_health, wait_readiness,
+    RECONNECT,
 };
 use serde_json::{json, Value};
 use tokio::time::Instant;
@@ -99,7 +100,10 @@ async fn a_child_deleted_before_a_restart_stays_deleted_with_the_broker_down_and
             .0,
         200
     );
-    assert_eq!(retained(&broker, &["te/device/child1/#"]).await, vec![]);
+    assert_eq!(
+        retained(broker.port(), &["te/device/child1/#"]).await,
+        vec![]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -322,27 +326,27 @@ async fn clean_ups_interrupted_by_a_crash_are_published_after_the_restart() {
     // Frozen, the broker takes the clean-up messages into its socket buffer and never
     // acknowledges them; killed, it forgets them and comes back with its saved state.
     let pid = broker_pid(&broker);
-    signal(pid, "STOP");
+    send_signal(pid, "STOP");
     const C8: &str = "/te/v1/entities/device/c8//";
     let delete = tokio::spawn(http::try_send(http::client().delete(agent.url(C8))));
     // Once the removal is visible its clean-up records are on disk: they are written before the
     // clean-up messages go out, in the same step.
     http::get_until(&agent.url(C8), |r| r.status == 404).await;
     agent.crash();
-    signal(pid, "KILL");
+    send_signal(pid, "KILL");
     broker.stop().await;
     broker.start_again().await;
 
     let watcher = TestClient::connect(broker.port()).await;
     watcher.subscribe("te/device/c8/#").await;
-    watcher.subscribe(&scenario::agent_health_topic()).await;
+    watcher.subscribe(AGENT_HEALTH).await;
     let stale: Vec<(String, String)> = pairs(&watcher.collect_until_marker().await)
         .into_iter()
         .filter(|(topic, _)| topic.starts_with("te/device/c8/"))
         .collect();
     assert_eq!(
         stale,
-        scenario::expected(&[
+        msgs(&[
             ("te/device/c8//", r#"{"@type":"child-device","name":"c8"}"#),
             ("te/device/c8///twin/name", r#""c8""#),
         ]),
@@ -362,7 +366,7 @@ async fn clean_ups_interrupted_by_a_crash_are_published_after_the_restart() {
     clears.sort();
     assert_eq!(
         clears,
-        scenario::expected(&[("te/device/c8//", ""), ("te/device/c8///twin/name", "")])
+        msgs(&[("te/device/c8//", ""), ("te/device/c8///twin/name", "")])
     );
     wait_readiness(&agent, "ready", RECONNECT).await;
     assert_eq!(
@@ -372,7 +376,7 @@ async fn clean_ups_interrupted_by_a_crash_are_published_after_the_restart() {
             json!({"error":"Entity with topic id: device/c8// not found"})
         )
     );
-    assert_eq!(retained(&broker, &["te/device/c8/#"]).await, vec![]);
+    assert_eq!(retained(broker.port(), &["te/device/c8/#"]).await, vec![]);
     // The interrupted DELETE was never acknowledged, so it could not have answered 200.
     if let Ok(Ok(Ok(answer))) = tokio::time::timeout(Duration::from_secs(15), delete).await {
         assert_eq!(answer.status, 503, "{}", answer.text());

@@ -8,13 +8,13 @@ mod common;
 
 use std::time::Duration;
 
-use common::agent::{TestAgent, AGENT_REGISTRATION, AGENT_TOPIC};
+use common::agent::{TestAgent, AGENT_HEALTH, AGENT_REGISTRATION, AGENT_TOPIC};
 use common::http;
 use common::mosquitto::Broker;
-use common::mqtt::TestClient;
+use common::mqtt::{msgs, pairs, retained, TestClient};
 use common::scenario::{
-    agent_health_topic, collect_through, down_health, expect_announced_up, expected, get_json,
-    is_live_up_health, pairs, retained, wait_readiness, Proxy, RECONNECT,
+    collect_through, down_health, expect_announced_up, get_json, is_live_up_health, wait_readiness,
+    Proxy, RECONNECT,
 };
 use serde_json::{json, Value};
 
@@ -56,19 +56,19 @@ async fn deregistration_while_stopped(fresh_session: bool) {
     let watcher = TestClient::connect(broker.port()).await;
     watcher.subscribe("te/device/c5/#").await;
     watcher.subscribe("te/device/c55/#").await;
-    watcher.subscribe(&agent_health_topic()).await;
+    watcher.subscribe(AGENT_HEALTH).await;
     let mut stale = pairs(&watcher.collect_until_marker().await);
     stale.sort();
     assert_eq!(
         stale,
-        expected(&[
+        msgs(&[
             ("te/device/c5///twin/x", "1"),
             (
                 "te/device/c55//",
                 r#"{"@parent":"device/c5//","@type":"child-device"}"#
             ),
             ("te/device/c55///twin/y", "true"),
-            (&agent_health_topic(), &down_health()),
+            (AGENT_HEALTH, &down_health()),
         ])
     );
 
@@ -87,7 +87,7 @@ async fn deregistration_while_stopped(fresh_session: bool) {
     clears.retain(|(topic, _)| topic.starts_with("te/device/c5"));
     assert_eq!(
         clears,
-        expected(&[
+        msgs(&[
             ("te/device/c55///twin/y", ""),
             ("te/device/c5///twin/x", ""),
             ("te/device/c55//", ""),
@@ -112,7 +112,7 @@ async fn deregistration_while_stopped(fresh_session: bool) {
         )
     );
     assert_eq!(
-        retained(&broker, &["te/device/c5/#", "te/device/c55/#"]).await,
+        retained(broker.port(), &["te/device/c5/#", "te/device/c55/#"]).await,
         vec![]
     );
 }
@@ -191,7 +191,7 @@ async fn after_the_broker_lost_its_retained_store_the_agent_restores_it_and_remo
     let (_health, restored) = rest.split_last().expect("at least the health");
     assert_eq!(
         pairs(restored),
-        expected(&[
+        msgs(&[
             ("te/device/c1//", r#"{"@type":"child-device","name":"c1"}"#),
             ("te/device/c1/service/s1", r#"{"@type":"service"}"#),
             (
@@ -209,10 +209,10 @@ async fn after_the_broker_lost_its_retained_store_the_agent_restores_it_and_remo
     );
     wait_readiness(&agent, "ready", RECONNECT).await;
 
-    let mut on_broker = retained(&broker, &["te/#"]).await;
+    let mut on_broker = retained(broker.port(), &["te/#"]).await;
     let health = on_broker
         .iter()
-        .position(|(topic, _)| *topic == agent_health_topic())
+        .position(|(topic, _)| topic == AGENT_HEALTH)
         .map(|i| on_broker.remove(i))
         .expect("the agent's health is retained");
     let health: Value = serde_json::from_str(&health.1).expect("JSON health");
@@ -292,15 +292,13 @@ async fn telemetry_published_while_the_agent_was_crashed_is_applied_after_its_re
     let broker = Broker::start().await;
     let mut agent = TestAgent::start(&broker).await;
     let client = TestClient::connect(broker.port()).await;
-    client.subscribe(&agent_health_topic()).await;
+    client.subscribe(AGENT_HEALTH).await;
     expect_announced_up(&client).await;
 
     agent.crash();
     // The last will proves the broker has seen the connection go, so what follows is queued
     // in the agent's session rather than sent to a dead socket.
-    client
-        .expect_payload(&agent_health_topic(), down_health())
-        .await;
+    client.expect_payload(AGENT_HEALTH, down_health()).await;
     client
         .publish("te/device/main///m/env", r#"{"temperature":21}"#, false)
         .await;
@@ -327,13 +325,11 @@ async fn after_its_connection_drops_the_agent_reconnects_and_gets_what_it_missed
     let port = proxy.port();
     let agent = TestAgent::start_with(&broker, |c| c.mqtt.port = port).await;
     let client = TestClient::connect(broker.port()).await;
-    client.subscribe(&agent_health_topic()).await;
+    client.subscribe(AGENT_HEALTH).await;
     expect_announced_up(&client).await;
 
     proxy.close();
-    client
-        .expect_payload(&agent_health_topic(), down_health())
-        .await;
+    client.expect_payload(AGENT_HEALTH, down_health()).await;
     wait_readiness(&agent, "disconnected", Duration::from_secs(10)).await;
     client
         .publish("te/device/main///m/env", r#"{"t":7}"#, false)
@@ -354,8 +350,8 @@ async fn a_graceful_stop_leaves_the_down_health_retained_and_disconnects_cleanly
     let mut agent = TestAgent::start(&broker).await;
     agent.stop().await;
     assert_eq!(
-        retained(&broker, &[&agent_health_topic()]).await,
-        expected(&[(&agent_health_topic(), &down_health())])
+        retained(broker.port(), &[AGENT_HEALTH]).await,
+        msgs(&[(AGENT_HEALTH, &down_health())])
     );
     // A clean DISCONNECT (not a dropped socket, which would fire the will instead).
     assert!(
@@ -370,15 +366,15 @@ async fn a_crashed_agent_is_reported_down_by_its_last_will() {
     let broker = Broker::start().await;
     let mut agent = TestAgent::start(&broker).await;
     let watcher = TestClient::connect(broker.port()).await;
-    watcher.subscribe(&agent_health_topic()).await;
+    watcher.subscribe(AGENT_HEALTH).await;
     expect_announced_up(&watcher).await;
 
     agent.crash();
-    let will = watcher.expect(&agent_health_topic()).await;
+    let will = watcher.expect(AGENT_HEALTH).await;
     assert_eq!(will.payload_str(), down_health());
     assert_eq!(
-        retained(&broker, &[&agent_health_topic()]).await,
-        expected(&[(&agent_health_topic(), &down_health())])
+        retained(broker.port(), &[AGENT_HEALTH]).await,
+        msgs(&[(AGENT_HEALTH, &down_health())])
     );
 }
 
@@ -388,7 +384,7 @@ async fn a_health_check_is_answered_with_a_fresh_up_health_and_stores_nothing() 
     let broker = Broker::start().await;
     let agent = TestAgent::start(&broker).await;
     let client = TestClient::connect(broker.port()).await;
-    client.subscribe(&agent_health_topic()).await;
+    client.subscribe(AGENT_HEALTH).await;
     expect_announced_up(&client).await;
 
     for check in [

@@ -8,10 +8,11 @@ mod common;
 use chrono::Utc;
 use common::agent::{AGENT_REGISTRATION, AGENT_TOPIC};
 use common::http;
-use common::twin_http::{
-    agent_time, assert_error, assert_json, assert_no_content, assert_text, pubs, retained,
-    take_received, Rig,
+use common::http::{
+    agent_time, assert_error, assert_json, assert_no_content, assert_text, take_received,
 };
+use common::mqtt::msgs;
+use common::twin::{System, Watch};
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -19,7 +20,7 @@ const FRESH_LISTING: &str = r#"[{"@topic-id":"device/main//","@type":"device"},{
 const KEY_RULE: &str = "Keys that are empty, containing '/' or starting with '@' are not allowed";
 
 /// POSTs a registration and asserts the 201.
-async fn post(rig: &Rig, body: Value) {
+async fn post(rig: &System, body: Value) {
     let response = http::post_json(&rig.entities(""), &body).await;
     let id = body["@topic-id"].as_str().unwrap_or_default();
     assert_eq!(response.status, 201, "POST {id}: {}", response.text());
@@ -51,7 +52,7 @@ fn post_with_type(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fresh_agent_lists_the_main_device_and_its_own_service() {
-    let rig = Rig::start().await;
+    let rig = System::start_watching(Watch::FromReady, |_| {}).await;
     assert_text(&http::get(&rig.entities("")).await, 200, FRESH_LISTING);
     assert_text(
         &http::get(&rig.entities("/device/main//")).await,
@@ -68,7 +69,7 @@ async fn a_fresh_agent_lists_the_main_device_and_its_own_service() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_probes_answer_alive_and_ready_and_allow_only_reads() {
-    let rig = Rig::start().await;
+    let rig = System::start_watching(Watch::FromReady, |_| {}).await;
     assert_json(
         &http::get(&rig.url("/healthz")).await,
         200,
@@ -94,7 +95,7 @@ async fn the_probes_answer_alive_and_ready_and_allow_only_reads() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn entity_paths_are_split_on_slashes_then_percent_decoded() {
-    let rig = Rig::start().await;
+    let rig = System::start_watching(Watch::FromReady, |_| {}).await;
     post(
         &rig,
         json!({"@topic-id":"device/child01//","@type":"child-device"}),
@@ -198,7 +199,7 @@ async fn entity_paths_are_split_on_slashes_then_percent_decoded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn other_methods_are_not_allowed_and_the_answer_lists_the_allowed_ones() {
-    let rig = Rig::start().await;
+    let rig = System::start_watching(Watch::FromReady, |_| {}).await;
     rig.bus
         .publish("te/device/main///config", r#"{"port":1883}"#, true)
         .await;
@@ -260,7 +261,7 @@ async fn other_methods_are_not_allowed_and_the_answer_lists_the_allowed_ones() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_over_one_mebibyte_is_refused_and_one_of_exactly_one_mebibyte_is_accepted() {
-    let rig = Rig::start().await;
+    let rig = System::start_watching(Watch::FromReady, |_| {}).await;
     let limit = 1024 * 1024;
     // A JSON string of exactly 1 MiB, quotes included.
     let at_limit = format!("\"{}\"", "x".repeat(limit - 2));
@@ -316,7 +317,7 @@ async fn a_body_over_one_mebibyte_is_refused_and_one_of_exactly_one_mebibyte_is_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn posting_registers_once_then_conflicts_and_refuses_bad_bodies() {
-    let rig = Rig::start().await;
+    let rig = System::start_watching(Watch::FromReady, |_| {}).await;
     let url = rig.entities("");
     let body = json!({"@topic-id":"device/c7//","@type":"child-device","name":"c7"});
 
@@ -327,7 +328,7 @@ async fn posting_registers_once_then_conflicts_and_refuses_bad_bodies() {
     );
     assert_eq!(
         rig.published().await,
-        pubs(&[
+        msgs(&[
             (
                 "te/device/c7//",
                 r#"{"@parent":"device/main//","@type":"child-device","name":"c7"}"#
@@ -418,7 +419,7 @@ async fn posting_registers_once_then_conflicts_and_refuses_bad_bodies() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn posting_a_service_of_an_unknown_device_is_refused_naming_the_missing_parent() {
-    let rig = Rig::start().await;
+    let rig = System::start_watching(Watch::FromReady, |_| {}).await;
     assert_error(
         &http::post_json(
             &rig.entities(""),
@@ -434,7 +435,7 @@ async fn posting_a_service_of_an_unknown_device_is_refused_naming_the_missing_pa
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_posted_registration_carries_its_resolved_parent_and_drops_unknown_at_keys() {
-    let rig = Rig::start().await;
+    let rig = System::start_watching(Watch::FromReady, |_| {}).await;
     post(
         &rig,
         json!({"@topic-id":"device/c9","@type":"child-device"}),
@@ -448,7 +449,7 @@ async fn a_posted_registration_carries_its_resolved_parent_and_drops_unknown_at_
     );
     assert_eq!(
         rig.published().await,
-        pubs(&[
+        msgs(&[
             (
                 "te/device/c9//",
                 r#"{"@parent":"device/main//","@type":"child-device"}"#
@@ -471,21 +472,20 @@ async fn a_posted_registration_carries_its_resolved_parent_and_drops_unknown_at_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_publications_of_a_write_are_retained_on_the_broker_when_its_answer_arrives() {
-    let rig = Rig::start().await;
-    let port = rig.broker.port();
+    let rig = System::start_watching(Watch::FromReady, |_| {}).await;
 
     let response = http::put_json(&rig.entities("/device/main///twin/k"), &json!(1)).await;
     assert_eq!(response.status, 200);
     assert_eq!(
-        retained(port, "te/device/main///twin/k").await,
-        pubs(&[("te/device/main///twin/k", "1")])
+        rig.retained("te/device/main///twin/k").await,
+        msgs(&[("te/device/main///twin/k", "1")])
     );
 
     let body = json!({"@topic-id":"device/c7//","@type":"child-device","name":"c7"});
     assert_eq!(http::post_json(&rig.entities(""), &body).await.status, 201);
     assert_eq!(
-        retained(port, "te/device/c7/#").await,
-        pubs(&[
+        rig.retained("te/device/c7/#").await,
+        msgs(&[
             (
                 "te/device/c7//",
                 r#"{"@parent":"device/main//","@type":"child-device","name":"c7"}"#
@@ -507,26 +507,26 @@ async fn the_publications_of_a_write_are_retained_on_the_broker_when_its_answer_
         200
     );
     assert_eq!(
-        retained(port, "te/device/c7//").await,
-        pubs(&[(
+        rig.retained("te/device/c7//").await,
+        msgs(&[(
             "te/device/c7//",
             r#"{"@parent":"device/c8//","@type":"child-device"}"#
         )])
     );
 
     assert_eq!(http::delete(&rig.entities("/device/c8")).await.status, 200);
-    assert_eq!(retained(port, "te/device/c7/#").await, vec![]);
-    assert_eq!(retained(port, "te/device/c8/#").await, vec![]);
+    assert_eq!(rig.retained("te/device/c7/#").await, vec![]);
+    assert_eq!(rig.retained("te/device/c8/#").await, vec![]);
 
     assert_no_content(&http::delete(&rig.entities("/device/main///twin/k")).await);
-    assert_eq!(retained(port, "te/device/main///twin/#").await, vec![]);
+    assert_eq!(rig.retained("te/device/main///twin/#").await, vec![]);
 }
 
 // ---- DELETE (§4.8, §5.6) ----------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_a_child_removes_its_subtree_bottom_up_and_answers_with_its_metadata() {
-    let rig = Rig::start().await;
+    let rig = System::start_watching(Watch::FromReady, |_| {}).await;
     post(
         &rig,
         json!({"@topic-id":"device/child0//","@type":"child-device"}),
@@ -564,7 +564,7 @@ async fn deleting_a_child_removes_its_subtree_bottom_up_and_answers_with_its_met
     );
     assert_eq!(
         rig.published().await,
-        pubs(&[
+        msgs(&[
             ("te/device/child00///twin/x", ""),
             ("te/device/child000/service/service0", ""),
             ("te/device/child000//", ""),
@@ -580,7 +580,7 @@ async fn deleting_a_child_removes_its_subtree_bottom_up_and_answers_with_its_met
         .collect();
     assert_eq!(
         others,
-        pubs(&[(
+        msgs(&[(
             "te/device/child1//",
             r#"{"@parent":"device/main//","@type":"child-device"}"#
         )])
@@ -606,7 +606,7 @@ async fn deleting_a_child_removes_its_subtree_bottom_up_and_answers_with_its_met
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_main_device_and_the_agent_service_cannot_be_deleted_or_patched() {
-    let rig = Rig::start().await;
+    let rig = System::start_watching(Watch::FromReady, |_| {}).await;
     assert_error(
         &http::delete(&rig.entities("/device/main//")).await,
         400,
@@ -624,13 +624,13 @@ async fn the_main_device_and_the_agent_service_cannot_be_deleted_or_patched() {
     assert_text(&http::get(&rig.entities("")).await, 200, FRESH_LISTING);
     assert_eq!(
         rig.retained(AGENT_TOPIC).await,
-        pubs(&[(AGENT_TOPIC, AGENT_REGISTRATION)])
+        msgs(&[(AGENT_TOPIC, AGENT_REGISTRATION)])
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_child_stays_deleted_when_the_agent_restarts_with_the_broker_down() {
-    let mut rig = Rig::start().await;
+    let mut rig = System::start_watching(Watch::FromReady, |_| {}).await;
     post(
         &rig,
         json!({"@topic-id":"device/child1//","@type":"child-device"}),
@@ -665,7 +665,7 @@ async fn a_deleted_child_stays_deleted_when_the_agent_restarts_with_the_broker_d
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn patching_the_parent_moves_the_subtree_and_republishes_the_registration_from_metadata() {
-    let rig = Rig::start().await;
+    let rig = System::start_watching(Watch::FromReady, |_| {}).await;
     post(
         &rig,
         json!({"@topic-id":"device/child_a//","@type":"child-device"}),
@@ -703,7 +703,7 @@ async fn patching_the_parent_moves_the_subtree_and_republishes_the_registration_
     );
     assert_eq!(
         rig.published().await,
-        pubs(&[(
+        msgs(&[(
             "te/device/child_aa//",
             r#"{"@parent":"device/child_a//","@type":"child-device"}"#
         )])
@@ -757,7 +757,7 @@ async fn patching_the_parent_moves_the_subtree_and_republishes_the_registration_
     );
     assert_eq!(
         rig.published().await,
-        pubs(&[(
+        msgs(&[(
             "te/device/child_aa//",
             r#"{"@health":"device/child_a/service/tedge-agent","@parent":"device/child_a//","@type":"child-device"}"#
         )])
@@ -766,7 +766,7 @@ async fn patching_the_parent_moves_the_subtree_and_republishes_the_registration_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn patches_that_break_the_tree_rules_are_refused_and_change_nothing() {
-    let rig = Rig::start().await;
+    let rig = System::start_watching(Watch::FromReady, |_| {}).await;
     for body in [
         json!({"@topic-id":"device/child_x//","@type":"child-device"}),
         json!({"@topic-id":"device/child_x/service/service0","@type":"service"}),
@@ -818,7 +818,7 @@ async fn patches_that_break_the_tree_rules_are_refused_and_change_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listings_walk_the_tree_breadth_first_with_children_in_byte_order() {
-    let rig = Rig::start().await;
+    let rig = System::start_watching(Watch::FromReady, |_| {}).await;
     for body in [
         json!({"@topic-id":"device/child0//","@type":"child-device"}),
         json!({"@topic-id":"device/child01//","@type":"child-device","@parent":"device/child0//"}),
@@ -910,7 +910,7 @@ async fn listings_walk_the_tree_breadth_first_with_children_in_byte_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listing_filters_are_validated_the_same_way_on_both_listing_routes() {
-    let rig = Rig::start().await;
+    let rig = System::start_watching(Watch::FromReady, |_| {}).await;
     let cases = [
         (
             "?root=device/a//&parent=device/b//",
@@ -957,14 +957,14 @@ async fn listing_filters_are_validated_the_same_way_on_both_listing_routes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replacing_the_twin_publishes_the_removed_and_changed_keys_in_key_order() {
-    let rig = Rig::start().await;
+    let rig = System::start_watching(Watch::FromReady, |_| {}).await;
     let url = rig.entities("/device/main///twin");
 
     let first = json!({"maintainer":"J","mode":true,"window":5});
     assert_json(&http::put_json(&url, &first).await, 200, &first);
     assert_eq!(
         rig.published().await,
-        pubs(&[
+        msgs(&[
             ("te/device/main///twin/maintainer", r#""J""#),
             ("te/device/main///twin/mode", "true"),
             ("te/device/main///twin/window", "5"),
@@ -975,7 +975,7 @@ async fn replacing_the_twin_publishes_the_removed_and_changed_keys_in_key_order(
     assert_json(&http::put_json(&url, &second).await, 200, &second);
     assert_eq!(
         rig.published().await,
-        pubs(&[
+        msgs(&[
             ("te/device/main///twin/last", r#""2025-01-01""#),
             ("te/device/main///twin/mode", "false"),
             ("te/device/main///twin/window", ""),
@@ -988,7 +988,7 @@ async fn replacing_the_twin_publishes_the_removed_and_changed_keys_in_key_order(
     assert_json(&http::put_json(&url, &third).await, 200, &third);
     assert_eq!(
         rig.published().await,
-        pubs(&[("te/device/main///twin/last", "")])
+        msgs(&[("te/device/main///twin/last", "")])
     );
     assert_json(
         &http::get(&url).await,
@@ -997,7 +997,7 @@ async fn replacing_the_twin_publishes_the_removed_and_changed_keys_in_key_order(
     );
     assert_eq!(
         rig.retained("te/device/main///twin/+").await,
-        pubs(&[
+        msgs(&[
             ("te/device/main///twin/maintainer", r#""J""#),
             ("te/device/main///twin/mode", "false"),
         ])
@@ -1006,7 +1006,7 @@ async fn replacing_the_twin_publishes_the_removed_and_changed_keys_in_key_order(
     assert_no_content(&http::delete(&url).await);
     assert_eq!(
         rig.published().await,
-        pubs(&[
+        msgs(&[
             ("te/device/main///twin/maintainer", ""),
             ("te/device/main///twin/mode", ""),
         ])
@@ -1018,16 +1018,16 @@ async fn replacing_the_twin_publishes_the_removed_and_changed_keys_in_key_order(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn setting_a_twin_key_twice_publishes_once_and_deleting_it_twice_clears_once() {
-    let rig = Rig::start().await;
+    let rig = System::start_watching(Watch::FromReady, |_| {}).await;
     let url = rig.entities("/device/main///twin/maintenance_window");
     let topic = "te/device/main///twin/maintenance_window";
 
-    for expected in [pubs(&[(topic, "5")]), vec![]] {
+    for expected in [msgs(&[(topic, "5")]), vec![]] {
         assert_text(&http::put_json(&url, &json!(5)).await, 200, "5");
         assert_eq!(rig.published().await, expected);
     }
     assert_text(&http::get(&url).await, 200, "5");
-    for expected in [pubs(&[(topic, "")]), vec![]] {
+    for expected in [msgs(&[(topic, "")]), vec![]] {
         assert_no_content(&http::delete(&url).await);
         assert_eq!(rig.published().await, expected);
     }
@@ -1043,9 +1043,9 @@ async fn setting_a_twin_key_twice_publishes_once_and_deleting_it_twice_clears_on
         200,
         r#"{"a":[1,2]}"#,
     );
-    assert_eq!(rig.published().await, pubs(&[(topic, r#"{"a":[1,2]}"#)]));
+    assert_eq!(rig.published().await, msgs(&[(topic, r#"{"a":[1,2]}"#)]));
     assert_text(&http::put_json(&url, &Value::Null).await, 200, "null");
-    assert_eq!(rig.published().await, pubs(&[(topic, "")]));
+    assert_eq!(rig.published().await, msgs(&[(topic, "")]));
     assert_text(&http::put_json(&url, &Value::Null).await, 200, "null");
     assert_eq!(rig.published().await, vec![]);
     assert_eq!(rig.retained(topic).await, vec![]);
@@ -1053,7 +1053,7 @@ async fn setting_a_twin_key_twice_publishes_once_and_deleting_it_twice_clears_on
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twin_writes_with_invalid_keys_or_bodies_are_refused_and_change_nothing() {
-    let rig = Rig::start().await;
+    let rig = System::start_watching(Watch::FromReady, |_| {}).await;
     let twin = rig.entities("/device/main///twin");
     let key = rig.entities("/device/main///twin/k");
     assert_text(&http::put_json(&key, &json!(0)).await, 200, "0");
@@ -1171,7 +1171,7 @@ async fn twin_writes_with_invalid_keys_or_bodies_are_refused_and_change_nothing(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn config_routes_serve_the_last_accepted_document_with_json_types() {
-    let rig = Rig::start().await;
+    let rig = System::start_watching(Watch::FromReady, |_| {}).await;
     let config = rig.entities("/device/main///config");
     assert_json(&http::get(&config).await, 200, &json!({}));
     rig.bus
@@ -1213,7 +1213,7 @@ async fn config_routes_serve_the_last_accepted_document_with_json_types() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_state_document_gathers_everything_the_twin_knows_about_an_entity() {
-    let rig = Rig::start().await;
+    let rig = System::start_watching(Watch::FromReady, |_| {}).await;
     let from = Utc::now();
     rig.register(
         "device/child1//",
@@ -1379,7 +1379,7 @@ async fn the_state_document_gathers_everything_the_twin_knows_about_an_entity() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_agent_services_state_shows_its_own_up_health() {
-    let rig = Rig::start().await;
+    let rig = System::start_watching(Watch::FromReady, |_| {}).await;
     // The agent applies its own `up` message when the broker echoes it, after becoming ready.
     let url = rig.entities("/device/main/service/edge-agent/state");
     let state = http::get_until(&url, |r| {
@@ -1416,7 +1416,7 @@ async fn the_agent_services_state_shows_its_own_up_health() {
 async fn a_full_store_refuses_new_entities_with_507_but_existing_ones_still_update() {
     // A limit of 3 (the main device and the agent service count) stands in for the 100000 of
     // example #41: the rule is the same, without registering 100000 entities.
-    let rig = Rig::start_with(|cfg| cfg.twin.max_entities = 3).await;
+    let rig = System::start_watching(Watch::FromReady, |cfg| cfg.twin.max_entities = 3).await;
     let url = rig.entities("");
     post(
         &rig,
@@ -1442,7 +1442,7 @@ async fn a_full_store_refuses_new_entities_with_507_but_existing_ones_still_upda
     );
     assert_eq!(
         rig.published().await,
-        pubs(&[("te/device/c1///twin/k", "1")])
+        msgs(&[("te/device/c1///twin/k", "1")])
     );
 
     assert_eq!(http::delete(&rig.entities("/device/c1")).await.status, 200);
@@ -1450,7 +1450,7 @@ async fn a_full_store_refuses_new_entities_with_507_but_existing_ones_still_upda
     assert_eq!(http::post_json(&url, &c2).await.status, 201);
     assert_eq!(
         rig.published().await,
-        pubs(&[
+        msgs(&[
             (
                 "te/device/c2//",
                 r#"{"@parent":"device/main//","@type":"child-device","name":"c2"}"#
@@ -1462,7 +1462,7 @@ async fn a_full_store_refuses_new_entities_with_507_but_existing_ones_still_upda
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_are_refused_with_503_while_the_broker_is_down_and_reads_are_still_served() {
-    let mut rig = Rig::start().await;
+    let mut rig = System::start_watching(Watch::FromReady, |_| {}).await;
     post(
         &rig,
         json!({"@topic-id":"device/c1//","@type":"child-device"}),

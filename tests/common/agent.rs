@@ -12,11 +12,23 @@ use tempfile::TempDir;
 
 use super::http;
 use super::mosquitto::Broker;
+use super::mqtt::Message;
 
 /// The agent's own service topic and its sync-marker prefix.
 pub const AGENT_TOPIC: &str = "te/device/main/service/edge-agent";
+/// The agent's health topic (§8): `AGENT_TOPIC` + `/status/health`.
+pub const AGENT_HEALTH: &str = "te/device/main/service/edge-agent/status/health";
+/// Where a health check is requested (§8); the agent answers on [`AGENT_HEALTH`].
+pub const AGENT_HEALTH_CHECK: &str = "te/device/main/service/edge-agent/cmd/health/check";
 pub const AGENT_REGISTRATION: &str =
     r#"{"@parent":"device/main//","@type":"service","name":"edge-agent","type":"service"}"#;
+
+/// True for the `up` health of this test process's agent (§8), retained or live.
+pub fn is_up_health(m: &Message) -> bool {
+    m.topic == AGENT_HEALTH
+        && serde_json::from_slice::<serde_json::Value>(&m.payload)
+            .is_ok_and(|v| v["status"] == "up" && v["pid"] == std::process::id())
+}
 
 /// The configuration for an agent on `broker`'s port, with its state in `data_dir`.
 pub fn config(port: u16, data_dir: &Path) -> Config {

@@ -1,4 +1,5 @@
-//! Small HTTP client helpers for tests: one request, a 10 s timeout, the whole answer.
+//! Small HTTP client helpers for tests: one request, a 10 s timeout, the whole answer; and exact
+//! assertions on an answer (status, content type, whole body) and on the times the agent prints.
 //!
 //! Each call builds its own `reqwest::Client`: a pooled client must not outlive the tokio
 //! runtime of the test that used it, and every `#[tokio::test]` has its own runtime.
@@ -7,8 +8,10 @@
 use std::time::Duration;
 
 use bytes::Bytes;
+use chrono::{DateTime, NaiveDateTime, Utc};
 use reqwest::header::HeaderMap;
 use reqwest::{Method, RequestBuilder};
+use serde_json::Value;
 
 #[allow(unused_imports)]
 pub use super::wait_until;
@@ -127,4 +130,76 @@ pub async fn get_until(url: &str, check: impl Fn(&Response) -> bool) -> Response
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Asserts a JSON answer: status, `Content-Type: application/json` and the whole body.
+#[track_caller]
+pub fn assert_json(response: &Response, status: u16, body: &Value) {
+    assert_eq!(
+        (response.status, response.header("content-type")),
+        (status, Some("application/json")),
+        "body: {}",
+        String::from_utf8_lossy(&response.body)
+    );
+    assert_eq!(&response.json(), body);
+}
+
+/// Asserts a JSON answer whose exact text is given, key order included (§5.3 metadata).
+#[track_caller]
+pub fn assert_text(response: &Response, status: u16, body: &str) {
+    assert_eq!(
+        (
+            response.status,
+            response.header("content-type"),
+            response.text()
+        ),
+        (status, Some("application/json"), body)
+    );
+}
+
+/// Asserts an error answer: `status` and exactly `{"error":"<message>"}` (§5.1).
+#[track_caller]
+pub fn assert_error(response: &Response, status: u16, message: &str) {
+    assert_json(response, status, &serde_json::json!({ "error": message }));
+}
+
+/// Asserts a 204 with an empty body.
+#[track_caller]
+pub fn assert_no_content(response: &Response) {
+    assert_eq!(
+        (response.status, response.text()),
+        (204, ""),
+        "expected 204 without a body"
+    );
+}
+
+/// Parses a time the agent printed, asserting the §1 format (RFC 3339 UTC, 3 fractional digits,
+/// `Z`), e.g. `2024-05-02T19:12:41.361Z`.
+#[track_caller]
+pub fn agent_time(text: &str) -> DateTime<Utc> {
+    const FORMAT: &str = "%Y-%m-%dT%H:%M:%S%.3fZ";
+    let parsed = NaiveDateTime::parse_from_str(text, FORMAT)
+        .unwrap_or_else(|e| panic!("{text:?} is not an agent time: {e}"))
+        .and_utc();
+    assert_eq!(
+        parsed.format(FORMAT).to_string(),
+        text,
+        "not in the canonical format"
+    );
+    parsed
+}
+
+/// Asserts that `value` is an agent time within `[from, to]` (milliseconds), then replaces it
+/// with `"<received>"` so that the surrounding document can be compared whole.
+#[track_caller]
+pub fn take_received(value: &mut Value, from: DateTime<Utc>, to: DateTime<Utc>) {
+    let text = value
+        .as_str()
+        .unwrap_or_else(|| panic!("received is not a string: {value}"));
+    let at = agent_time(text).timestamp_millis();
+    assert!(
+        (from.timestamp_millis()..=to.timestamp_millis()).contains(&at),
+        "received {text} is outside [{from}, {to}]"
+    );
+    *value = Value::from("<received>");
 }

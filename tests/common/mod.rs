@@ -1,12 +1,15 @@
 //! The integration-test harness: a real mosquitto per test, an MQTT test client and HTTP helpers.
 //!
 //! - [`mosquitto`]: `Broker`, a mosquitto child process on a free port in a temp dir.
-//! - [`mqtt`]: `TestClient`, acknowledged publish/subscribe and message expectations.
-//! - [`http`]: one-shot reqwest helpers returning status, headers and body.
+//! - [`mqtt`]: `TestClient`, acknowledged publish/subscribe and message expectations;
+//!   `(topic, payload)` pairs (`pairs`, `msgs`) and what a new subscriber gets (`retained`).
+//! - [`http`]: one-shot reqwest helpers returning status, headers and body; exact assertions on
+//!   answers.
+//! - [`agent`]: `TestAgent`, the agent in-process; its own topics (`AGENT_TOPIC`, `AGENT_HEALTH`).
 //! - [`process`]: the real `edge-agent` binary as a child process, killed on drop.
-//! - [`twin_http`]: a broker, a ready agent and a bus watcher, with exact HTTP and MQTT assertions.
-//! - [`scenario`]: a proxy to cut the agent's connection, broker signals, traffic collection.
-//! - [`twin`]: `System`, a broker, a ready agent and observers, for the twin's end-to-end tests.
+//! - [`twin`]: `System`, a broker, a ready agent, an input client and a `te/#` observer, with the
+//!   "caught up" barrier; the one fixture of the twin's end-to-end tests (MQTT and HTTP).
+//! - [`scenario`]: a proxy to cut the agent's connection, the broker's pid, traffic collection.
 //!
 //! Everything is per test (ports, directories, client ids), so tests run in parallel, and every
 //! wait has a timeout. Each test binary uses a subset, hence `dead_code` is allowed.
@@ -19,7 +22,6 @@ pub mod mqtt;
 pub mod process;
 pub mod scenario;
 pub mod twin;
-pub mod twin_http;
 
 use std::future::Future;
 use std::time::Duration;

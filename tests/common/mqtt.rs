@@ -824,7 +824,52 @@ fn preview(payload: &[u8]) -> String {
     }
 }
 
-fn describe<'a>(messages: impl IntoIterator<Item = &'a Message>) -> String {
+/// `(topic, payload)` pairs of `messages`, in order, for comparing traffic with [`msgs`]. The
+/// payload is read lossily, so that a test can also compare what became of invalid UTF-8.
+pub fn pairs<'a>(messages: impl IntoIterator<Item = &'a Message>) -> Vec<(String, String)> {
+    messages
+        .into_iter()
+        .map(|m| {
+            (
+                m.topic.clone(),
+                String::from_utf8_lossy(&m.payload).into_owned(),
+            )
+        })
+        .collect()
+}
+
+/// Expected `(topic, payload)` pairs from literals, to compare with [`pairs`], [`retained`] and
+/// `System::published`.
+pub fn msgs(expected: &[(&str, &str)]) -> Vec<(String, String)> {
+    expected
+        .iter()
+        .map(|(t, p)| ((*t).to_owned(), (*p).to_owned()))
+        .collect()
+}
+
+/// What a brand-new subscriber to `filters` on the broker at `port` receives, as [`pairs`]
+/// sorted by topic (the broker's delivery order of retained messages is its own). Asserts that
+/// every message came with the retain flag; mosquitto clears it on live delivery, which is why
+/// retention is checked with a fresh subscriber. The reader disconnects before returning.
+pub async fn retained(port: u16, filters: &[&str]) -> Vec<(String, String)> {
+    let reader = TestClient::connect(port).await;
+    for filter in filters {
+        reader.subscribe(filter).await;
+    }
+    let messages = reader.collect_until_marker().await;
+    reader.disconnect().await;
+    assert!(
+        messages.iter().all(|m| m.retain),
+        "a fresh subscriber got live messages too:\n{}",
+        describe(&messages)
+    );
+    let mut pairs = pairs(&messages);
+    pairs.sort();
+    pairs
+}
+
+/// One line per message (topic, retain flag, payload preview), for panic messages.
+pub fn describe<'a>(messages: impl IntoIterator<Item = &'a Message>) -> String {
     let lines: Vec<String> = messages
         .into_iter()
         .map(|m| {

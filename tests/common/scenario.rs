@@ -1,9 +1,10 @@
 //! Building blocks for connection and persistence scenarios: a TCP proxy that cuts or holds off
-//! the agent's broker connection while the broker stays up, signals to a test's own mosquitto
-//! (freeze it, kill it without a save), ordered collection of MQTT traffic, and small probes of
+//! the agent's broker connection while the broker stays up, the pid of a test's own mosquitto
+//! (to freeze it or kill it without a save with `process::send_signal`), ordered collection of MQTT traffic, and small probes of
 //! the agent (its state documents, its readiness, the bytes in its twin directory).
 //!
-//! It starts no broker and no agent itself: `mosquitto.rs` and `agent.rs` do.
+//! It starts no broker and no agent itself: `mosquitto.rs` and `agent.rs` do. The agent's topics
+//! are in `agent.rs`; `(topic, payload)` pairs and retained messages in `mqtt.rs`.
 
 use std::path::Path;
 use std::time::Duration;
@@ -14,18 +15,13 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::agent::{TestAgent, AGENT_TOPIC};
+use super::agent::{is_up_health, TestAgent, AGENT_HEALTH};
 use super::http;
 use super::mosquitto::Broker;
-use super::mqtt::{Message, TestClient};
+use super::mqtt::{describe, Message, TestClient};
 
 /// How long the agent may take to reconnect: its back-off starts at 1 s and doubles.
 pub const RECONNECT: Duration = Duration::from_secs(20);
-
-/// The agent's health topic (§8).
-pub fn agent_health_topic() -> String {
-    format!("{AGENT_TOPIC}/status/health")
-}
 
 /// The `down` payload of §8, exactly: the last will and the graceful-shutdown message.
 pub fn down_health() -> String {
@@ -99,7 +95,7 @@ async fn accept_loop(listener: TcpListener, target: u16, open: watch::Receiver<b
 }
 
 /// The pid of `broker`'s mosquitto process, found through its private config path in
-/// `/proc/<pid>/cmdline`; for signals the harness does not offer.
+/// `/proc/<pid>/cmdline`; for signals the harness does not offer (`process::send_signal`).
 pub fn broker_pid(broker: &Broker) -> u32 {
     let conf = broker.dir().join("mosquitto.conf");
     let conf = conf.to_string_lossy();
@@ -117,16 +113,6 @@ pub fn broker_pid(broker: &Broker) -> u32 {
         }
     }
     panic!("no mosquitto process runs with {conf}");
-}
-
-/// Sends `signal` (`STOP`, `CONT`, `KILL`…) to the process `pid`, with kill(1) so that the tests
-/// need no `unsafe`.
-pub fn signal(pid: u32, signal: &str) {
-    let status = std::process::Command::new("kill")
-        .args([&format!("-{signal}"), &pid.to_string()])
-        .status()
-        .expect("kill(1) runs");
-    assert!(status.success(), "kill -{signal} {pid}: {status}");
 }
 
 /// Every message `client` receives, in arrival order, up to and including the first one that
@@ -160,10 +146,7 @@ pub async fn collect_through(
 /// True for a live (not retained) `up` health of the agent: its answer to a health check or
 /// the announcement that ends a sync (§7.4 step 9, §8).
 pub fn is_live_up_health(message: &Message) -> bool {
-    message.topic == agent_health_topic()
-        && !message.retain
-        && serde_json::from_slice::<Value>(&message.payload)
-            .is_ok_and(|v| v["status"] == "up" && v["pid"] == std::process::id())
+    !message.retain && is_up_health(message)
 }
 
 /// Waits until `client`, subscribed to the agent's health topic, has received the `up` health the
@@ -172,45 +155,10 @@ pub fn is_live_up_health(message: &Message) -> bool {
 pub async fn expect_announced_up(client: &TestClient) {
     client
         .expect_message_within("the agent's announced up health", RECONNECT, |m| {
-            m.topic == agent_health_topic()
+            m.topic == AGENT_HEALTH
                 && serde_json::from_slice::<Value>(&m.payload).is_ok_and(|v| v["status"] == "up")
         })
         .await;
-}
-
-/// `(topic, payload)` pairs, for comparing traffic with exact expectations.
-pub fn pairs(messages: &[Message]) -> Vec<(String, String)> {
-    messages
-        .iter()
-        .map(|m| (m.topic.clone(), m.payload_str().to_owned()))
-        .collect()
-}
-
-/// `(topic, payload)` pairs from string literals.
-pub fn expected(items: &[(&str, &str)]) -> Vec<(String, String)> {
-    items
-        .iter()
-        .map(|(t, p)| ((*t).to_owned(), (*p).to_owned()))
-        .collect()
-}
-
-/// What a brand-new subscriber to `filters` receives as retained messages, sorted by topic (the
-/// broker's delivery order of retained messages is its own).
-pub async fn retained(broker: &Broker, filters: &[&str]) -> Vec<(String, String)> {
-    let reader = TestClient::connect(broker.port()).await;
-    for filter in filters {
-        reader.subscribe(filter).await;
-    }
-    let messages = reader.collect_until_marker().await;
-    reader.disconnect().await;
-    assert!(
-        messages.iter().all(|m| m.retain),
-        "a fresh subscriber got live messages too:\n{}",
-        describe(&messages)
-    );
-    let mut pairs = pairs(&messages);
-    pairs.sort();
-    pairs
 }
 
 /// `GET url` → (status, JSON body).
@@ -248,22 +196,4 @@ pub fn dir_contains(dir: &Path, needle: &str) -> bool {
         std::fs::read(entry.path())
             .is_ok_and(|bytes| bytes.windows(needle.len()).any(|w| w == needle.as_bytes()))
     })
-}
-
-fn describe(messages: &[Message]) -> String {
-    if messages.is_empty() {
-        return "  (nothing)".to_owned();
-    }
-    messages
-        .iter()
-        .map(|m| {
-            let retained = if m.retain { " (retained)" } else { "" };
-            format!(
-                "  {}{retained}: {}",
-                m.topic,
-                String::from_utf8_lossy(&m.payload)
-            )
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
 }

@@ -1,5 +1,6 @@
-//! A whole system for the twin's end-to-end tests (`twin_mqtt`, `bad_input`): a broker, a ready
-//! agent, an input client and a bus observer, plus the "the agent has caught up" barrier.
+//! The one end-to-end fixture for the twin's tests (`twin_mqtt`, `twin_http`, `bad_input`):
+//! [`System`], a broker, a ready agent, an input client and a bus observer, plus the "the agent
+//! has caught up" barrier.
 //!
 //! The barrier asks the agent for a health check (spec/twin.md §8) and waits for its live answer.
 //! The agent applies its inputs one at a time in arrival order (§5.1) and publishes in order on
@@ -10,21 +11,32 @@
 //! everything the observer saw up to a marker, minus the test's own inputs and the barriers'
 //! requests and answers. Retention is checked with a fresh subscriber ([`System::retained`]),
 //! because mosquitto clears the retain flag on live delivery.
+//!
+//! Not here: broker and client mechanics (`mosquitto.rs`, `mqtt.rs`, which also has the
+//! `(topic, payload)` helpers), the agent harness (`agent.rs`), answer assertions (`http.rs`).
 
 use std::sync::Mutex;
 
 use bytes::Bytes;
 use serde_json::Value;
 
-use super::agent::TestAgent;
+use super::agent::{is_up_health, TestAgent, AGENT_HEALTH, AGENT_HEALTH_CHECK};
 use super::http;
 use super::mosquitto::Broker;
-use super::mqtt::{Message, TestClient};
+use super::mqtt::{pairs, Message, TestClient};
 use edge_agent::config::Config;
 
 pub const ERRORS: &str = "te/errors";
-pub const AGENT_HEALTH: &str = "te/device/main/service/edge-agent/status/health";
-const AGENT_HEALTH_CHECK: &str = "te/device/main/service/edge-agent/cmd/health/check";
+
+/// When [`System::bus`] subscribes to `te/#`. Either way its start-up backlog is consumed before
+/// the system is handed over.
+#[derive(Clone, Copy, Debug)]
+pub enum Watch {
+    /// Before the agent starts: the bus sees the start-up announcements live.
+    FromBoot,
+    /// Once the agent is ready: the start-up reaches the bus as retained messages.
+    FromReady,
+}
 
 /// A broker, a ready agent, a client for inputs and one observing `te/#`.
 pub struct System {
@@ -32,7 +44,8 @@ pub struct System {
     pub agent: TestAgent,
     /// Publishes the test's inputs; they are left out of [`System::published`].
     pub input: TestClient,
-    /// Subscribed to `te/#` since before the agent started.
+    /// Subscribed to `te/#` (since when: [`Watch`]). What it publishes itself is not an input
+    /// of [`System::publish`], so it shows in [`System::published`].
     pub bus: TestClient,
     sent: Mutex<Vec<(String, Bytes)>>,
     barriers: Mutex<usize>,
@@ -46,12 +59,27 @@ impl System {
 
     /// A system whose agent configuration is adjusted by `adjust`.
     pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> System {
+        System::start_watching(Watch::FromBoot, adjust).await
+    }
+
+    /// A system whose bus subscribes at `watch`, with the agent configuration adjusted by
+    /// `adjust`.
+    pub async fn start_watching(watch: Watch, adjust: impl FnOnce(&mut Config)) -> System {
         let broker = Broker::start().await;
         let bus = TestClient::connect(broker.port()).await;
-        bus.subscribe("te/#").await;
-        let agent = TestAgent::start_with(&broker, adjust).await;
-        // The health message ends the announcements (§7.4 step 9): once it is here, nothing
-        // from the start-up is still in flight.
+        let agent = match watch {
+            Watch::FromBoot => {
+                bus.subscribe("te/#").await;
+                TestAgent::start_with(&broker, adjust).await
+            }
+            Watch::FromReady => {
+                let agent = TestAgent::start_with(&broker, adjust).await;
+                bus.subscribe("te/#").await;
+                agent
+            }
+        };
+        // The health message ends the announcements (§7.4 step 9), whether it arrives live or
+        // retained: once it is here, nothing from the start-up is still in flight.
         bus.expect(AGENT_HEALTH).await;
         bus.collect_until_marker().await;
         let input = TestClient::connect(broker.port()).await;
@@ -63,6 +91,16 @@ impl System {
             sent: Mutex::new(Vec::new()),
             barriers: Mutex::new(0),
         }
+    }
+
+    /// The agent's URL of `path`, e.g. `/readyz`.
+    pub fn url(&self, path: &str) -> String {
+        self.agent.url(path)
+    }
+
+    /// The agent's URL of `/te/v1/entities` followed by `rest`, e.g. `/device/c1//`.
+    pub fn entities(&self, rest: &str) -> String {
+        self.agent.url(&format!("/te/v1/entities{rest}"))
     }
 
     /// Publishes an input at QoS 1 (acknowledged), remembered so that the observer's copy is
@@ -84,7 +122,8 @@ impl System {
     }
 
     /// What the agent published since the previous call, as (topic, payload) in order; the
-    /// barrier is passed first. Panics if an input never reached the observer.
+    /// barrier is passed first, so after an HTTP answer it also proves that nothing else was
+    /// published. Panics if an input never reached the observer.
     pub async fn published(&self) -> Vec<(String, String)> {
         self.caught_up().await;
         let mut seen = self.bus.collect_until_marker().await;
@@ -108,13 +147,21 @@ impl System {
                 seen.remove(at);
             }
         }
-        seen.iter().map(text).collect()
+        pairs(&seen)
     }
 
-    /// The retained messages under `filter`, as a new subscriber receives them; each is
-    /// asserted to carry the retain flag.
+    /// What the broker retains under `filter`, as a new subscriber receives it, sorted by topic;
+    /// see [`super::mqtt::retained`].
     pub async fn retained(&self, filter: &str) -> Vec<(String, String)> {
-        retained(&self.broker, filter).await
+        super::mqtt::retained(self.broker.port(), &[filter]).await
+    }
+
+    /// Publishes the retained registration of `id` as an input and waits until the agent serves
+    /// the entity.
+    pub async fn register(&self, id: &str, payload: &str) {
+        self.publish(&format!("te/{id}"), payload.to_owned(), true)
+            .await;
+        http::get_until(&self.entities(&format!("/{id}")), |r| r.status == 200).await;
     }
 
     /// Restarts the agent gracefully on its data dir (§8) and waits for its announcements;
@@ -126,14 +173,14 @@ impl System {
             .bus
             .expect_message("the agent's announcement after its restart", is_up_health)
             .await;
-        let mut seen: Vec<(String, String)> = vec![text(&up)];
-        seen.extend(self.bus.collect_until_marker().await.iter().map(text));
-        seen
+        let mut seen = vec![up];
+        seen.extend(self.bus.collect_until_marker().await);
+        pairs(&seen)
     }
 
     /// `GET path` on the agent: status and JSON body.
     pub async fn get(&self, path: &str) -> (u16, Value) {
-        let response = http::get(&self.agent.url(path)).await;
+        let response = http::get(&self.url(path)).await;
         (response.status, response.json())
     }
 
@@ -188,33 +235,8 @@ pub async fn caught_up_within(broker: &Broker, timeout: std::time::Duration) {
         .await;
 }
 
-/// The retained messages under `filter`, as a new subscriber receives them.
-pub async fn retained(broker: &Broker, filter: &str) -> Vec<(String, String)> {
-    let reader = TestClient::connect(broker.port()).await;
-    reader.subscribe(filter).await;
-    let messages = reader.collect_until_marker().await;
-    for m in &messages {
-        assert!(m.retain, "{} arrived without the retain flag", m.topic);
-    }
-    messages.iter().map(text).collect()
-}
-
 fn is_barrier_request(m: &Message) -> bool {
     m.topic == AGENT_HEALTH_CHECK && m.payload.is_empty()
-}
-
-/// The agent's own `up` health (§8).
-fn is_up_health(m: &Message) -> bool {
-    m.topic == AGENT_HEALTH
-        && serde_json::from_slice::<Value>(&m.payload)
-            .is_ok_and(|v| v["status"] == "up" && v["pid"] == std::process::id())
-}
-
-fn text(m: &Message) -> (String, String) {
-    (
-        m.topic.clone(),
-        String::from_utf8_lossy(&m.payload).into_owned(),
-    )
 }
 
 /// Splits [`System::published`] into the `te/errors` texts and the other publications, each in
@@ -224,12 +246,4 @@ fn text(m: &Message) -> (String, String) {
 pub fn split_errors(published: Vec<(String, String)>) -> (Vec<String>, Vec<(String, String)>) {
     let (errors, others): (Vec<_>, Vec<_>) = published.into_iter().partition(|(t, _)| t == ERRORS);
     (errors.into_iter().map(|(_, text)| text).collect(), others)
-}
-
-/// `(topic, payload)` pairs for comparing with [`System::published`].
-pub fn msgs<const N: usize>(pairs: [(&str, &str); N]) -> Vec<(String, String)> {
-    pairs
-        .iter()
-        .map(|(t, p)| ((*t).to_owned(), (*p).to_owned()))
-        .collect()
 }
