@@ -2,7 +2,7 @@
 //! Listings walk the tree breadth-first with children in byte order; bodies are serialized here,
 //! once, straight from the store.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 
 use serde::Serialize;
 
@@ -116,9 +116,16 @@ impl Store {
             let start = filter.root.as_ref().unwrap_or(&self.cfg.main);
             if let Some(root) = self.entity(start) {
                 let mut queue = VecDeque::from([root]);
+                // A guard: `relink` keeps the tree acyclic, so no entity should be reached twice.
+                let mut seen = HashSet::from([&root.id]);
                 while let Some(entity) = queue.pop_front() {
                     out.push(entity);
-                    queue.extend(entity.children().filter_map(|c| self.entity(c)));
+                    queue.extend(
+                        entity
+                            .children()
+                            .filter(|c| seen.insert(*c))
+                            .filter_map(|c| self.entity(c)),
+                    );
                 }
             }
         }

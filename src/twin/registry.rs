@@ -2,7 +2,7 @@
 //! their cascade, auto-registration, deregistration with clean-up, and the HTTP writes that change
 //! the entity tree (§5.5, §5.6). Extends [`Store`]; no I/O.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 
 use serde_json::{Map, Value};
 
@@ -583,9 +583,14 @@ impl Store {
     pub(super) fn deregister(&mut self, id: &EntityTopicId) -> Vec<Entity> {
         let mut bfs: Vec<(EntityTopicId, usize)> = vec![(id.clone(), 0)];
         let mut queue = VecDeque::from([(id.clone(), 0usize)]);
+        // A guard: `relink` keeps the tree acyclic, so no entity should be reached twice.
+        let mut seen = HashSet::from([id.clone()]);
         while let Some((current, depth)) = queue.pop_front() {
             if let Some(entity) = self.entities.get(&current) {
                 for child in entity.children() {
+                    if !seen.insert(child.clone()) {
+                        continue;
+                    }
                     bfs.push((child.clone(), depth + 1));
                     queue.push_back((child.clone(), depth + 1));
                 }

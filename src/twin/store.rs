@@ -294,37 +294,75 @@ impl Store {
         }
     }
 
-    /// Recomputes the derived `children` sets; an entity whose parent is missing is re-attached
-    /// to the main device rather than lost.
+    /// Recomputes the derived `children` sets. An entity whose parent is missing, or which sits
+    /// on a parent cycle or on a chain not reaching the main device (a skipped journal line can
+    /// leave one behind, §7.2), is re-attached to the main device rather than lost: every walk
+    /// of the tree relies on it being a tree rooted at the main device.
     fn relink(&mut self, warnings: &mut Vec<String>) {
         let main = self.cfg.main.clone();
-        let mut links = Vec::new();
         for entity in self.entities.values_mut() {
             entity.children = None;
         }
-        let ids: Vec<EntityTopicId> = self.entities.keys().cloned().collect();
-        for id in ids {
-            let parent = self.entities.get(&id).and_then(|e| e.parent.clone());
+        let mut ids: Vec<EntityTopicId> = self.entities.keys().cloned().collect();
+        ids.sort();
+        for id in &ids {
+            let parent = self.entities.get(id).and_then(|e| e.parent.clone());
             let Some(parent) = parent else { continue };
-            let parent = if self.entities.contains_key(&parent) && parent != id {
-                parent
-            } else {
+            if !self.entities.contains_key(&parent) || parent == *id {
                 warnings.push(format!(
                     "persisted entity {id} had a missing parent {parent}; re-attached to {main}"
                 ));
-                if let Some(e) = self.entities.get_mut(&id) {
-                    e.parent = Some(main.clone());
-                }
-                self.touch(&id, Durability::Now);
-                main.clone()
-            };
-            links.push((parent, id));
+                self.reattach_to_main(id);
+            }
         }
+        let mut rooted: HashSet<EntityTopicId> = HashSet::from([main.clone()]);
+        for id in &ids {
+            let mut path: Vec<EntityTopicId> = Vec::new();
+            let mut on_path: HashSet<EntityTopicId> = HashSet::new();
+            let mut cursor = id.clone();
+            while !rooted.contains(&cursor) {
+                if !on_path.insert(cursor.clone()) {
+                    let start = path.iter().position(|p| *p == cursor).unwrap_or(0);
+                    for member in &path[start..] {
+                        warnings.push(format!(
+                            "persisted entity {member} was on a parent cycle; re-attached to {main}"
+                        ));
+                        self.reattach_to_main(member);
+                    }
+                    break;
+                }
+                path.push(cursor.clone());
+                match self.entities.get(&cursor).and_then(|e| e.parent.clone()) {
+                    Some(parent) => cursor = parent,
+                    None => {
+                        warnings.push(format!(
+                            "persisted entity {cursor} had no parent; re-attached to {main}"
+                        ));
+                        self.reattach_to_main(&cursor);
+                        break;
+                    }
+                }
+            }
+            rooted.extend(path);
+        }
+        let links: Vec<(EntityTopicId, EntityTopicId)> = self
+            .entities
+            .values()
+            .filter_map(|e| e.parent.clone().map(|p| (p, e.id.clone())))
+            .collect();
         for (parent, child) in links {
             if let Some(p) = self.entities.get_mut(&parent) {
                 p.add_child(child);
             }
         }
+    }
+
+    fn reattach_to_main(&mut self, id: &EntityTopicId) {
+        let main = self.cfg.main.clone();
+        if let Some(e) = self.entities.get_mut(id) {
+            e.parent = Some(main);
+        }
+        self.touch(id, Durability::Now);
     }
 
     pub fn config(&self) -> &StoreConfig {

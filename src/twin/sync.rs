@@ -189,6 +189,8 @@ impl Store {
         let mut registrations = 0usize;
         let mut fragments = Vec::new();
         let mut queue = VecDeque::from([self.cfg.main.clone()]);
+        // A guard: `relink` keeps the tree acyclic, so no entity should be reached twice.
+        let mut seen = HashSet::from([self.cfg.main.clone()]);
         let mut publications = Vec::new();
         while let Some(id) = queue.pop_front() {
             let Some(entity) = self.entities.get(&id) else {
@@ -207,7 +209,12 @@ impl Store {
                     fragments.push(Publication::retained(topic, value.to_string()));
                 }
             }
-            queue.extend(entity.children().cloned());
+            queue.extend(
+                entity
+                    .children()
+                    .filter(|c| seen.insert((*c).clone()))
+                    .cloned(),
+            );
         }
         let fragment_count = fragments.len();
         self.fx.publications.extend(publications);

@@ -7,8 +7,8 @@ use super::api::{Filter, NewEntity, Query, Write};
 use super::effects::Publication;
 use super::error::TwinError;
 use super::payload;
-use super::persist::RawJson;
-use super::store::{Store, StoreConfig};
+use super::persist::{Op, RawJson};
+use super::store::{Durability, Store, StoreConfig};
 use super::time::Timestamp;
 use crate::topic::EntityTopicId;
 
@@ -1119,4 +1119,103 @@ fn a_stale_copy_in_the_window_is_ignored_and_a_newer_write_cancels_the_outbox_en
         .collect();
     assert_eq!(twin_pubs, vec![r("te/device/main///twin/j", "1")]);
     assert_eq!(state(&store, "device/main//")["twin"], json!({"j":1,"k":7}));
+}
+
+#[test]
+fn a_persisted_parent_cycle_is_re_attached_to_the_main_device_on_load() {
+    let mut store = fresh();
+    send(&mut store, "te/device/a//", r#"{"@type":"child-device"}"#);
+    send(&mut store, "te/device/b//", r#"{"@type":"child-device"}"#);
+    send(
+        &mut store,
+        "te/device/c//",
+        r#"{"@type":"child-device","@parent":"device/a//"}"#,
+    );
+    send(&mut store, "te/device/d//", r#"{"@type":"child-device"}"#);
+    store.take_effects();
+    // What a skipped journal line can leave behind (§7.2): a and b are each other's parent, and
+    // d has lost its parent altogether.
+    let mut entries = persisted(&mut store);
+    for (entity, parent) in [
+        ("device/a//", json!("device/b//")),
+        ("device/b//", json!("device/a//")),
+        ("device/d//", Value::Null),
+    ] {
+        let key = format!("e/{entity}");
+        let mut value: Value = serde_json::from_str(entries[&key].get()).unwrap();
+        value["parent"] = parent;
+        entries.insert(key, RawJson::from_serialize(&value).unwrap());
+    }
+    let (mut loaded, warnings) = Store::load(config(), entries).unwrap();
+    assert_eq!(
+        warnings,
+        [
+            "persisted entity device/a// was on a parent cycle; re-attached to device/main//",
+            "persisted entity device/b// was on a parent cycle; re-attached to device/main//",
+            "persisted entity device/d// had no parent; re-attached to device/main//",
+        ]
+    );
+    assert_eq!(
+        list(&loaded, None, None),
+        [
+            "device/main//",
+            "device/a//",
+            "device/b//",
+            "device/d//",
+            "device/main/service/edge-agent",
+            "device/c//",
+        ]
+    );
+    assert_eq!(loaded.unsaved(), Some(Durability::Now));
+    let mut saved: Vec<(String, Value)> = loaded
+        .take_persist_ops(Durability::Now)
+        .into_iter()
+        .map(|op| match op {
+            Op::Put(key, value) => (
+                serde_json::to_value(&key)
+                    .unwrap()
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+                serde_json::to_value(value).unwrap()["parent"].clone(),
+            ),
+            Op::Del(key) => panic!("unexpected removal of {key:?}"),
+        })
+        .collect();
+    saved.sort_by(|x, y| x.0.cmp(&y.0));
+    assert_eq!(
+        saved,
+        [
+            ("e/device/a//".to_string(), json!("device/main//")),
+            ("e/device/b//".to_string(), json!("device/main//")),
+            ("e/device/d//".to_string(), json!("device/main//")),
+        ]
+    );
+
+    loaded.begin_sync("06".into());
+    send(&mut loaded, AGENT, AGENT_PAYLOAD);
+    send(&mut loaded, "te/device/a//", r#"{"@type":"child-device"}"#);
+    send(&mut loaded, "te/device/b//", r#"{"@type":"child-device"}"#);
+    send(
+        &mut loaded,
+        "te/device/c//",
+        r#"{"@type":"child-device","@parent":"device/a//"}"#,
+    );
+    send(&mut loaded, "te/device/d//", r#"{"@type":"child-device"}"#);
+    send(&mut loaded, &format!("{AGENT}/signal/sync-06"), "{}");
+    loaded.take_effects();
+    send(&mut loaded, "te/device/a//", "");
+    assert_eq!(
+        published(&mut loaded),
+        vec![r("te/device/c//", ""), r("te/device/a//", "")]
+    );
+    assert_eq!(
+        list(&loaded, None, None),
+        [
+            "device/main//",
+            "device/b//",
+            "device/d//",
+            "device/main/service/edge-agent"
+        ]
+    );
 }
