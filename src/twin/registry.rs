@@ -49,6 +49,8 @@ impl Store {
         }
         if let Some(entity) = self.entities.get(id) {
             if entity.last_payload.as_deref() == Some(canonical.as_str()) {
+                // The newest registration wins (§4.4): an update held for its parent is void.
+                self.pending.remove(id);
                 return;
             }
         }
@@ -571,10 +573,11 @@ impl Store {
             self.republish_registration(id);
             return;
         }
-        if self.pending.remove(id).is_some() || !self.entities.contains_key(id) {
-            return;
+        // A registered entity may also have an update pending (§4.5): both go.
+        self.pending.remove(id);
+        if self.entities.contains_key(id) {
+            self.deregister(id);
         }
-        self.deregister(id);
     }
 
     /// Removes an entity and its subtree (§4.8): persists the removal with its clean-up records,
@@ -623,6 +626,8 @@ impl Store {
             if let Some(entity) = self.entities.remove(entity_id) {
                 removed.push(*entity);
             }
+            // A pending update must not bring a removed entity back (§4.8 (g)).
+            self.pending.remove(entity_id);
             self.dirty.remove(entity_id);
             self.removed.insert(entity_id.clone());
         }

@@ -1219,3 +1219,81 @@ fn a_persisted_parent_cycle_is_re_attached_to_the_main_device_on_load() {
         ]
     );
 }
+
+#[test]
+fn an_empty_payload_deregisters_an_entity_whose_re_parenting_is_pending() {
+    let mut store = fresh();
+    send(&mut store, "te/device/c1//", r#"{"@type":"child-device"}"#);
+    send(
+        &mut store,
+        "te/device/c1//",
+        r#"{"@type":"child-device","@parent":"device/p//"}"#,
+    );
+    store.take_effects();
+    assert_eq!(state(&store, "device/c1//")["@parent"], "device/main//");
+    send(&mut store, "te/device/c1//", "");
+    assert_eq!(published(&mut store), vec![r("te/device/c1//", "")]);
+    assert!(store.entity(&id("device/c1//")).is_none());
+    send(&mut store, "te/device/p//", r#"{"@type":"child-device"}"#);
+    assert!(published(&mut store).is_empty());
+    assert_eq!(
+        list(&store, None, None),
+        [
+            "device/main//",
+            "device/main/service/edge-agent",
+            "device/p//"
+        ]
+    );
+}
+
+#[test]
+fn an_http_delete_drops_the_pending_updates_of_every_removed_entity() {
+    let mut store = fresh();
+    send(&mut store, "te/device/c1//", r#"{"@type":"child-device"}"#);
+    send(
+        &mut store,
+        "te/device/c2//",
+        r#"{"@type":"child-device","@parent":"device/c1//"}"#,
+    );
+    for child in ["c1", "c2"] {
+        send(
+            &mut store,
+            &format!("te/device/{child}//"),
+            r#"{"@type":"child-device","@parent":"device/p//"}"#,
+        );
+    }
+    store.take_effects();
+    store.write(Write::Delete(id("device/c1"))).unwrap();
+    assert_eq!(
+        published(&mut store),
+        vec![r("te/device/c2//", ""), r("te/device/c1//", "")]
+    );
+    send(&mut store, "te/device/p//", r#"{"@type":"child-device"}"#);
+    assert!(published(&mut store).is_empty());
+    assert_eq!(
+        list(&store, None, None),
+        [
+            "device/main//",
+            "device/main/service/edge-agent",
+            "device/p//"
+        ]
+    );
+}
+
+#[test]
+fn re_publishing_the_last_accepted_registration_cancels_a_pending_re_parenting() {
+    let mut store = fresh();
+    let accepted = r#"{"@type":"child-device"}"#;
+    send(&mut store, "te/device/c1//", accepted);
+    send(
+        &mut store,
+        "te/device/c1//",
+        r#"{"@type":"child-device","@parent":"device/p//"}"#,
+    );
+    send(&mut store, "te/device/c1//", accepted);
+    send(&mut store, "te/device/p//", r#"{"@type":"child-device"}"#);
+    let fx = store.take_effects();
+    assert!(fx.publications.is_empty() && fx.rejections.is_empty());
+    assert_eq!(state(&store, "device/c1//")["@parent"], "device/main//");
+    assert_eq!(list(&store, None, Some("device/p//")), Vec::<String>::new());
+}
