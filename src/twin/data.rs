@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 
 use super::api::Reply;
 use super::error::TwinError;
-use super::model::{Health, Record, Series, SeriesNode};
+use super::model::{Health, Name, Record, Series, SeriesNode};
 use super::outbox::Stale;
 use super::payload::{self, ConfigPayload};
 use super::store::{Durability, Store};
@@ -26,11 +26,6 @@ impl Store {
         bytes: &[u8],
         now: Timestamp,
     ) {
-        if channel.is_retained_kind() {
-            if let Some(entity) = self.entities.get_mut(id) {
-                entity.set_retained(&channel.to_string(), !bytes.is_empty());
-            }
-        }
         let result = match channel {
             Channel::Twin(key) => self.mqtt_twin(id, key, bytes),
             Channel::Config => self.mqtt_config(id, bytes),
@@ -44,14 +39,20 @@ impl Store {
                 Ok(())
             }
             Channel::MeasurementMeta(_) | Channel::EventMeta(_) | Channel::AlarmMeta(_) => {
-                self.touch(id, Durability::Retained);
-                Ok(())
+                self.mqtt_meta(id, &channel.to_string(), bytes)
             }
             Channel::Status(_)
             | Channel::Registration
             | Channel::HealthCheck
             | Channel::Signal(_) => Ok(()),
         };
+        // Only accepted items (and clears) are tracked for the clean-up of §4.8: a rejected one
+        // must not grow the entity past the limits of §9.
+        if channel.is_retained_kind() && (result.is_ok() || bytes.is_empty()) {
+            if let Some(entity) = self.entities.get_mut(id) {
+                entity.set_retained(&channel.to_string(), !bytes.is_empty());
+            }
+        }
         if let Err(error) = result {
             let kind = channel_kind(channel);
             *self.counters.payload_rejected.entry(kind).or_default() += 1;
@@ -105,7 +106,16 @@ impl Store {
             .measurements
             .get_or_insert_with(names.intern(&m.mtype), VecMap::new);
         for v in m.values {
-            if !series.contains_key(v.name.as_str()) && series.len() >= limit {
+            // Group members are series too (§9): a new member or name adds one, a single series
+            // becoming a group's first member does not.
+            let grows = match (series.get(v.name.as_str()), &v.member) {
+                (None, _) => true,
+                (Some(SeriesNode::Group(group)), Some(member)) => {
+                    !group.contains_key(member.as_str())
+                }
+                (Some(_), _) => false,
+            };
+            if grows && series_count(series) >= limit {
                 return Err(section_full("series", id, limit));
             }
             let point = Series {
@@ -129,6 +139,31 @@ impl Store {
             }
         }
         self.touch(id, Durability::Telemetry);
+        Ok(())
+    }
+
+    /// `m|e|a/<t>/meta`: free JSON, not interpreted; only the retained topic is remembered, within
+    /// the limit of §9.
+    fn mqtt_meta(
+        &mut self,
+        id: &EntityTopicId,
+        channel: &str,
+        bytes: &[u8],
+    ) -> Result<(), TwinError> {
+        let limit = self.cfg.max_section_items;
+        let Some(entity) = self.entities.get(id) else {
+            return Ok(());
+        };
+        if !bytes.is_empty()
+            && entity
+                .retained
+                .binary_search_by(|c| c.as_str().cmp(channel))
+                .is_err()
+            && entity.retained.iter().filter(|c| is_meta(c)).count() >= limit
+        {
+            return Err(section_full("meta topics", id, limit));
+        }
+        self.touch(id, Durability::Retained);
         Ok(())
     }
 
@@ -422,6 +457,26 @@ impl Store {
         self.set_twin_key(id, key, None, true)?;
         Ok(Reply::empty())
     }
+}
+
+/// The series of one measurement type: single series plus group members.
+fn series_count(series: &VecMap<Name, SeriesNode>) -> usize {
+    series
+        .values()
+        .map(|node| match node {
+            SeriesNode::Single(_) => 1,
+            SeriesNode::Group(group) => group.len(),
+        })
+        .sum()
+}
+
+/// True for the channel of a retained meta topic: `m/<t>/meta`, `e/<t>/meta` or `a/<t>/meta`.
+fn is_meta(channel: &str) -> bool {
+    let mut levels = channel.split('/');
+    matches!(
+        (levels.next(), levels.next(), levels.next(), levels.next()),
+        (Some("m" | "e" | "a"), Some(_), Some("meta"), None)
+    )
 }
 
 fn section_full(section: &'static str, id: &EntityTopicId, limit: usize) -> TwinError {

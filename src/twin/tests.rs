@@ -1297,3 +1297,110 @@ fn re_publishing_the_last_accepted_registration_cancels_a_pending_re_parenting()
     assert_eq!(state(&store, "device/c1//")["@parent"], "device/main//");
     assert_eq!(list(&store, None, Some("device/p//")), Vec::<String>::new());
 }
+
+#[test]
+fn measurement_group_members_count_against_the_series_limit() {
+    let mut store = synced(StoreConfig {
+        max_section_items: 2,
+        ..config()
+    });
+    send(
+        &mut store,
+        "te/device/main///m/env",
+        r#"{"g":{"x":1,"y":2}}"#,
+    );
+    send(&mut store, "te/device/main///m/env", r#"{"g":{"z":3}}"#);
+    send(&mut store, "te/device/main///m/env", r#"{"t":4}"#);
+    send(&mut store, "te/device/main///m/env", r#"{"g":{"x":5}}"#);
+    assert_eq!(
+        errors(&mut store),
+        [
+            "te/device/main///m/env: Too many series for entity device/main//: the limit of 2 has been reached",
+            "te/device/main///m/env: Too many series for entity device/main//: the limit of 2 has been reached",
+        ]
+    );
+    assert_eq!(
+        state(&store, "device/main//")["measurements"],
+        json!({"env":{"g":{"x":{"value":5,"time":"2024-05-02T19:12:41.361Z"},"y":{"value":2,"time":"2024-05-02T19:12:41.361Z"}}}})
+    );
+}
+
+#[test]
+fn rejected_retained_items_are_not_tracked_for_clean_up() {
+    let mut store = synced(StoreConfig {
+        max_section_items: 1,
+        ..config()
+    });
+    send(&mut store, "te/device/c1//", r#"{"@type":"child-device"}"#);
+    for (topic, payload) in [
+        ("twin/a", "1"),
+        ("twin/b", "2"),
+        ("config", r#"{"@k":1}"#),
+        ("a/x", r#"{"text":"x"}"#),
+        ("a/y", r#"{"text":"y"}"#),
+        ("cmd/restart", "{}"),
+        ("cmd/reboot", "{}"),
+        ("cmd/restart/1", "{}"),
+        ("cmd/restart/2", "{}"),
+    ] {
+        send(&mut store, &format!("te/device/c1///{topic}"), payload);
+    }
+    let full = |section: &str| {
+        format!("Too many {section} for entity device/c1//: the limit of 1 has been reached")
+    };
+    assert_eq!(
+        errors(&mut store),
+        [
+            format!("te/device/c1///twin/b: {}", full("twin keys")),
+            "te/device/c1///config: Invalid config key: '@k'. Keys that are empty, containing '/' or starting with '@' are not allowed".to_string(),
+            format!("te/device/c1///a/y: {}", full("alarms")),
+            format!("te/device/c1///cmd/reboot: {}", full("capabilities")),
+            format!("te/device/c1///cmd/restart/2: {}", full("commands")),
+        ]
+    );
+    send(&mut store, "te/device/c1//", "");
+    assert_eq!(
+        published(&mut store),
+        vec![
+            r("te/device/c1///twin/a", ""),
+            r("te/device/c1///a/x", ""),
+            r("te/device/c1///cmd/restart", ""),
+            r("te/device/c1///cmd/restart/1", ""),
+            r("te/device/c1//", ""),
+        ]
+    );
+}
+
+#[test]
+fn meta_topics_beyond_the_section_limit_are_rejected() {
+    let mut store = synced(StoreConfig {
+        max_section_items: 2,
+        ..config()
+    });
+    send(&mut store, "te/device/c1//", r#"{"@type":"child-device"}"#);
+    // A twin key and an alarm type named `meta` are not meta topics.
+    send(&mut store, "te/device/c1///twin/meta", "1");
+    send(&mut store, "te/device/c1///a/meta", r#"{"text":"m"}"#);
+    send(&mut store, "te/device/c1///m/t/meta", r#"{"unit":"C"}"#);
+    send(&mut store, "te/device/c1///e/login/meta", "{}");
+    send(&mut store, "te/device/c1///a/hot/meta", "{}");
+    assert_eq!(
+        errors(&mut store),
+        ["te/device/c1///a/hot/meta: Too many meta topics for entity device/c1//: the limit of 2 has been reached"]
+    );
+    send(&mut store, "te/device/c1///m/t/meta", r#"{"unit":"K"}"#);
+    store.on_message("te/device/c1///e/login/meta", b"", now());
+    send(&mut store, "te/device/c1///a/hot/meta", "{}");
+    assert!(errors(&mut store).is_empty());
+    send(&mut store, "te/device/c1//", "");
+    assert_eq!(
+        published(&mut store),
+        vec![
+            r("te/device/c1///twin/meta", ""),
+            r("te/device/c1///m/t/meta", ""),
+            r("te/device/c1///a/hot/meta", ""),
+            r("te/device/c1///a/meta", ""),
+            r("te/device/c1//", ""),
+        ]
+    );
+}
