@@ -10,7 +10,7 @@ use super::api::Reply;
 use super::error::TwinError;
 use super::model::{Health, Name, Record, Series, SeriesNode};
 use super::outbox::Stale;
-use super::payload::{self, ConfigPayload};
+use super::payload::{self, ConfigPayload, MeasurementValue};
 use super::store::{Durability, Store};
 use super::time::Timestamp;
 use super::vecmap::VecMap;
@@ -97,27 +97,20 @@ impl Store {
         let Some(entity) = self.entities.get_mut(id) else {
             return Ok(());
         };
-        if !entity.measurements.contains_key(m.mtype.as_str()) && entity.measurements.len() >= limit
-        {
+        // Counted before anything is stored: a message is accepted or rejected as a whole (§3.2).
+        let stored = entity.measurements.get(m.mtype.as_str());
+        if stored.is_none() && entity.measurements.len() >= limit {
             return Err(section_full("measurement types", id, limit));
+        }
+        let (added, dropped) = series_delta(stored, &m.values);
+        if added > 0 && (stored.map_or(0, series_count).saturating_sub(dropped) + added) > limit {
+            return Err(section_full("series", id, limit));
         }
         let time = m.time.unwrap_or(now);
         let series = entity
             .measurements
             .get_or_insert_with(names.intern(&m.mtype), VecMap::new);
         for v in m.values {
-            // Group members are series too (§9): a new member or name adds one, a single series
-            // becoming a group's first member does not.
-            let grows = match (series.get(v.name.as_str()), &v.member) {
-                (None, _) => true,
-                (Some(SeriesNode::Group(group)), Some(member)) => {
-                    !group.contains_key(member.as_str())
-                }
-                (Some(_), _) => false,
-            };
-            if grows && series_count(series) >= limit {
-                return Err(section_full("series", id, limit));
-            }
             let point = Series {
                 value: v.value,
                 time,
@@ -468,6 +461,31 @@ fn series_count(series: &VecMap<Name, SeriesNode>) -> usize {
             SeriesNode::Group(group) => group.len(),
         })
         .sum()
+}
+
+/// How a message changes the series count of its type: the series it adds (a new name or group
+/// member; the first member of a group that replaces a single series takes its place), and those
+/// it drops by turning a group back into a single series.
+fn series_delta(
+    stored: Option<&VecMap<Name, SeriesNode>>,
+    values: &[MeasurementValue],
+) -> (usize, usize) {
+    let (mut added, mut dropped) = (0, 0);
+    let mut previous: Option<&str> = None;
+    for v in values {
+        let first_of_name = previous != Some(v.name.as_str());
+        previous = Some(v.name.as_str());
+        match (stored.and_then(|s| s.get(v.name.as_str())), &v.member) {
+            (Some(SeriesNode::Group(group)), Some(member)) => {
+                added += usize::from(!group.contains_key(member.as_str()));
+            }
+            (Some(SeriesNode::Group(group)), None) => dropped += group.len().saturating_sub(1),
+            (Some(SeriesNode::Single(_)), None) => {}
+            (Some(SeriesNode::Single(_)), Some(_)) if first_of_name => {}
+            _ => added += 1,
+        }
+    }
+    (added, dropped)
 }
 
 /// True for the channel of a retained meta topic: `m/<t>/meta`, `e/<t>/meta` or `a/<t>/meta`.

@@ -1404,3 +1404,53 @@ fn meta_topics_beyond_the_section_limit_are_rejected() {
         ]
     );
 }
+
+#[test]
+fn a_measurement_over_the_series_limit_is_rejected_as_a_whole() {
+    let mut store = synced(StoreConfig {
+        max_section_items: 2,
+        ..config()
+    });
+    let full =
+        "te/device/main///m/env: Too many series for entity device/main//: the limit of 2 has been reached";
+    send(
+        &mut store,
+        "te/device/main///m/env",
+        r#"{"a":10,"b":20,"c":30}"#,
+    );
+    assert_eq!(errors(&mut store), [full]);
+    assert_eq!(state(&store, "device/main//")["measurements"], json!({}));
+    send(
+        &mut store,
+        "te/device/main///m/env",
+        r#"{"g":{"x":1,"y":2,"z":3}}"#,
+    );
+    assert_eq!(errors(&mut store), [full]);
+    assert_eq!(state(&store, "device/main//")["measurements"], json!({}));
+    // At the limit, a message updating a stored series and adding a new one changes nothing.
+    send(&mut store, "te/device/main///m/env", r#"{"a":1,"b":2}"#);
+    send(&mut store, "te/device/main///m/env", r#"{"a":5,"c":6}"#);
+    assert_eq!(errors(&mut store), [full]);
+    assert_eq!(
+        state(&store, "device/main//")["measurements"],
+        json!({"env":{"a":{"value":1,"time":"2024-05-02T19:12:41.361Z"},"b":{"value":2,"time":"2024-05-02T19:12:41.361Z"}}})
+    );
+    // A group's first member takes the place of the single series it replaces; a second one
+    // would be a third series.
+    send(
+        &mut store,
+        "te/device/main///m/env",
+        r#"{"a":{"p":3,"q":4}}"#,
+    );
+    assert_eq!(errors(&mut store), [full]);
+    send(
+        &mut store,
+        "te/device/main///m/env",
+        r#"{"a":{"p":3},"b":5}"#,
+    );
+    assert!(errors(&mut store).is_empty());
+    assert_eq!(
+        state(&store, "device/main//")["measurements"],
+        json!({"env":{"a":{"p":{"value":3,"time":"2024-05-02T19:12:41.361Z"}},"b":{"value":5,"time":"2024-05-02T19:12:41.361Z"}}})
+    );
+}
