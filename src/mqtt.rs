@@ -6,7 +6,9 @@
 //! Acknowledgements: rumqttc reports `Outgoing::Publish(pkid)` in the order publish requests
 //! entered its channel, then `Incoming::PubAck(pkid)`. This one task both polls the event loop and
 //! moves the twin's requests into rumqttc (with `try_publish`, never waiting, and only while
-//! connected), so a FIFO of waiters maps each request to its pkid exactly. On a dropped connection
+//! connected), so a FIFO of waiters maps each request to its pkid exactly. `EventLoop::poll` is
+//! never cancelled: a cancelled poll can drop a packet rumqttc already reported as sent, so the
+//! poll future owns the event loop and gives it back with the event, surviving the `select!`. On a dropped connection
 //! the task resets that state itself: rumqttc would replay or silently drop what it had queued
 //! depending on the next session, which no FIFO could follow; instead every waiter is failed and
 //! rumqttc's queued publishes are discarded. What must reach the broker is in the twin's outbox,
@@ -18,12 +20,14 @@
 //! 30 s keep-alive).
 
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::time::Duration;
 
 use rumqttc::{
-    AsyncClient, ClientError, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS,
-    TlsConfiguration, Transport,
+    AsyncClient, ClientError, ConnectionError, Event, EventLoop, LastWill, MqttOptions, Outgoing,
+    Packet, QoS, TlsConfiguration, Transport,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -173,6 +177,16 @@ pub struct Connection {
     endpoint: String,
 }
 
+/// One `EventLoop::poll`, owning the event loop until it completes.
+type Polling = Pin<Box<dyn Future<Output = (EventLoop, Result<Event, ConnectionError>)> + Send>>;
+
+fn poll(mut eventloop: EventLoop) -> Polling {
+    Box::pin(async move {
+        let event = eventloop.poll().await;
+        (eventloop, event)
+    })
+}
+
 /// The state of the connection task between two events.
 struct Session {
     client: AsyncClient,
@@ -295,7 +309,7 @@ impl Connection {
     ) {
         let Connection {
             client,
-            mut eventloop,
+            eventloop,
             mut requests,
             topic_filter,
             max_payload,
@@ -311,25 +325,20 @@ impl Connection {
         };
         let mut backoff = BACKOFF_START;
         let mut batch: Vec<Received> = Vec::new();
+        let mut requests_open = true;
+        let mut polling = poll(eventloop);
         loop {
-            // rumqttc buffers every packet of one socket read: forward the messages once the
-            // buffer is drained, and before any other event, so that order is kept.
-            if !batch.is_empty()
-                && (eventloop.state.events.is_empty() || batch.len() >= MAX_BATCH)
-                && !flush(&twin, &mut batch).await
-            {
-                break;
-            }
             session.retry();
-            let accepting = session.connected && session.stash.is_none();
-            let event = tokio::select! {
-                event = eventloop.poll() => event,
+            let accepting = requests_open && session.connected && session.stash.is_none();
+            let (mut eventloop, event) = tokio::select! {
+                done = &mut polling => done,
                 request = requests.recv(), if accepting => {
                     match request {
                         Some(request) => {
                             session.submit(request);
                         }
-                        None => break,
+                        // The twin is gone; keep polling until its DISCONNECT went out.
+                        None => requests_open = false,
                     }
                     continue;
                 }
@@ -408,6 +417,15 @@ impl Connection {
                     backoff = (backoff * 2).min(BACKOFF_MAX);
                 }
             }
+            // rumqttc buffers every packet of one socket read: forward the messages once the
+            // buffer is drained, and before any other event, so that order is kept.
+            if !batch.is_empty()
+                && (eventloop.state.events.is_empty() || batch.len() >= MAX_BATCH)
+                && !flush(&twin, &mut batch).await
+            {
+                break;
+            }
+            polling = poll(eventloop);
         }
         session.tracker.fail_all();
         if let Some(Request::Publish(_, Some(tx))) = session.stash.take() {
