@@ -1,5 +1,6 @@
 //! The integration-test harness: a real mosquitto per test, an MQTT test client and HTTP helpers.
 //!
+//! - [`certs`]: `Pki`, a CA, server and client certificates made with `openssl` per test.
 //! - [`mosquitto`]: `Broker`, a mosquitto child process on a free port in a temp dir.
 //! - [`mqtt`]: `TestClient`, acknowledged publish/subscribe and message expectations;
 //!   `(topic, payload)` pairs (`pairs`, `msgs`) and what a new subscriber gets (`retained`).
@@ -16,6 +17,7 @@
 #![allow(dead_code)]
 
 pub mod agent;
+pub mod certs;
 pub mod http;
 pub mod mosquitto;
 pub mod mqtt;

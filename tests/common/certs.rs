@@ -1,0 +1,157 @@
+//! Test certificates, made at run time with the `openssl` command in a private temp dir, so no
+//! key or certificate is ever committed: a CA, a server certificate for `127.0.0.1` and
+//! `localhost` and a client certificate (both signed by that CA), and a second, unrelated CA.
+//!
+//! The keys are ECDSA P-256, which rustls and mosquitto's OpenSSL both accept and which take
+//! milliseconds to generate, so every test makes its own set. The certificates are valid for
+//! one day. This module makes files; what trusts them is the test's business.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use tempfile::TempDir;
+
+const OPENSSL: &str = "openssl";
+const DAYS: &str = "1";
+
+const CA_EXTENSIONS: [&str; 4] = [
+    "-addext",
+    "basicConstraints=critical,CA:TRUE",
+    "-addext",
+    "keyUsage=critical,keyCertSign,cRLSign",
+];
+/// rustls checks the name the agent dials, `127.0.0.1`, against an IP subjectAltName.
+const SERVER_EXTENSIONS: &str = "basicConstraints=critical,CA:FALSE\n\
+    keyUsage=critical,digitalSignature\n\
+    extendedKeyUsage=serverAuth\n\
+    subjectAltName=IP:127.0.0.1,DNS:localhost\n";
+const CLIENT_EXTENSIONS: &str = "basicConstraints=critical,CA:FALSE\n\
+    keyUsage=critical,digitalSignature\n\
+    extendedKeyUsage=clientAuth\n";
+
+/// A set of PEM files in a temp dir, deleted on drop.
+pub struct Pki {
+    dir: TempDir,
+}
+
+impl Pki {
+    /// Generates the CA, the server and client certificates it signs, and the unrelated CA.
+    /// Panics with openssl's output if any step fails.
+    pub fn generate() -> Pki {
+        let dir = tempfile::Builder::new()
+            .prefix("edge-agent-pki-")
+            .tempdir()
+            .expect("cannot create a temp dir for certificates");
+        let pki = Pki { dir };
+        pki.self_signed_ca("ca", "edge-agent test CA");
+        pki.self_signed_ca("other-ca", "edge-agent unrelated CA");
+        pki.signed_by_ca("server", "localhost", SERVER_EXTENSIONS, "2");
+        pki.signed_by_ca("client", "edge-agent", CLIENT_EXTENSIONS, "3");
+        pki
+    }
+
+    /// The CA that signed the server and client certificates.
+    pub fn ca(&self) -> PathBuf {
+        self.file("ca.pem")
+    }
+
+    /// A CA that signed nothing here: trusting only it, no server certificate verifies.
+    pub fn other_ca(&self) -> PathBuf {
+        self.file("other-ca.pem")
+    }
+
+    pub fn server_cert(&self) -> PathBuf {
+        self.file("server.pem")
+    }
+
+    pub fn server_key(&self) -> PathBuf {
+        self.file("server.key")
+    }
+
+    pub fn client_cert(&self) -> PathBuf {
+        self.file("client.pem")
+    }
+
+    pub fn client_key(&self) -> PathBuf {
+        self.file("client.key")
+    }
+
+    fn file(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn self_signed_ca(&self, name: &str, common_name: &str) {
+        let subject = format!("/CN={common_name}");
+        let (key, cert) = (format!("{name}.key"), format!("{name}.pem"));
+        let mut args = vec!["req", "-x509", "-new", "-days", DAYS, "-subj", &subject];
+        args.extend(new_key(&key));
+        args.extend(["-out", &cert]);
+        args.extend(CA_EXTENSIONS);
+        openssl(self.dir.path(), &args);
+    }
+
+    fn signed_by_ca(&self, name: &str, common_name: &str, extensions: &str, serial: &str) {
+        let subject = format!("/CN={common_name}");
+        let (key, csr, cert, ext) = (
+            format!("{name}.key"),
+            format!("{name}.csr"),
+            format!("{name}.pem"),
+            format!("{name}.ext"),
+        );
+        let mut args = vec!["req", "-new", "-subj", &subject, "-out", &csr];
+        args.extend(new_key(&key));
+        openssl(self.dir.path(), &args);
+        std::fs::write(self.file(&ext), extensions).expect("cannot write an extensions file");
+        openssl(
+            self.dir.path(),
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-set_serial",
+                serial,
+                "-days",
+                DAYS,
+                "-extfile",
+                &ext,
+                "-out",
+                &cert,
+            ],
+        );
+    }
+}
+
+/// Arguments for a new unencrypted P-256 key (PKCS#8 PEM) written to `key`.
+fn new_key(key: &str) -> [&str; 7] {
+    [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        key,
+    ]
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let output = Command::new(OPENSSL)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cannot run openssl ({e}); install it: apt-get install -y openssl")
+        });
+    assert!(
+        output.status.success(),
+        "openssl {} failed ({}):\n{}",
+        args.join(" "),
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
