@@ -14,10 +14,11 @@
 //! rumqttc's queued publishes are discarded. What must reach the broker is in the twin's outbox,
 //! which publishes it again after the next sync (spec/twin.md §7.4 step 7).
 //!
-//! Backpressure: when the twin's input queue is full, this task waits for room before polling
-//! again, so the broker holds further messages for the persistent session instead of this process
-//! buffering without bound. The twin only stalls for a group commit or a snapshot (well under the
-//! 30 s keep-alive).
+//! Backpressure: messages go to the twin without waiting; while its input queue is full, this
+//! task keeps polling (pings, acknowledgements) and gathers messages, up to [`HOLD_MAX`]. Only
+//! past that does it wait for room, so that the broker holds further messages for the persistent
+//! session instead of this process buffering without bound. The twin stalls only for a group
+//! commit or a snapshot, well within that.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -43,6 +44,8 @@ const MQTT_MAX_PACKET: usize = 268_435_455 + 5;
 const REQUEST_CAPACITY: usize = 1024;
 /// Most messages forwarded to the twin as one input.
 const MAX_BATCH: usize = 1024;
+/// Most messages held while the twin's queue is full before this task waits for room.
+const HOLD_MAX: usize = 64 * 1024;
 const BACKOFF_START: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
@@ -326,6 +329,8 @@ impl Connection {
         let mut backoff = BACKOFF_START;
         let mut batch: Vec<Received> = Vec::new();
         let mut requests_open = true;
+        // Messages gathered while the twin's queue was full.
+        let mut held = false;
         let mut polling = poll(eventloop);
         loop {
             session.retry();
@@ -340,6 +345,12 @@ impl Connection {
                         // The twin is gone; keep polling until its DISCONNECT went out.
                         None => requests_open = false,
                     }
+                    continue;
+                }
+                permit = twin.reserve(), if held => {
+                    let Ok(permit) = permit else { break };
+                    permit.send(Input::Bus(BusEvent::Messages(std::mem::take(&mut batch))));
+                    held = false;
                     continue;
                 }
                 _ = stop.cancelled() => break,
@@ -419,11 +430,13 @@ impl Connection {
             }
             // rumqttc buffers every packet of one socket read: forward the messages once the
             // buffer is drained, and before any other event, so that order is kept.
-            if !batch.is_empty()
-                && (eventloop.state.events.is_empty() || batch.len() >= MAX_BATCH)
-                && !flush(&twin, &mut batch).await
+            if !batch.is_empty() && (eventloop.state.events.is_empty() || batch.len() >= MAX_BATCH)
             {
-                break;
+                match hand_over(&twin, &mut batch).await {
+                    HandOver::Sent => held = false,
+                    HandOver::Held => held = true,
+                    HandOver::Gone => break,
+                }
             }
             polling = poll(eventloop);
         }
@@ -434,7 +447,34 @@ impl Connection {
     }
 }
 
-/// Forwards the messages gathered so far; false when the twin is gone.
+/// What became of gathered messages.
+enum HandOver {
+    Sent,
+    /// The twin's queue is full: they stay gathered until it has room.
+    Held,
+    Gone,
+}
+
+/// Forwards the messages gathered so far without waiting, unless [`HOLD_MAX`] of them are held.
+async fn hand_over(twin: &mpsc::Sender<Input>, batch: &mut Vec<Received>) -> HandOver {
+    let messages = std::mem::take(batch);
+    match twin.try_send(Input::Bus(BusEvent::Messages(messages))) {
+        Ok(()) => HandOver::Sent,
+        Err(mpsc::error::TrySendError::Full(Input::Bus(BusEvent::Messages(messages)))) => {
+            *batch = messages;
+            if batch.len() < HOLD_MAX {
+                HandOver::Held
+            } else if flush(twin, batch).await {
+                HandOver::Sent
+            } else {
+                HandOver::Gone
+            }
+        }
+        Err(_) => HandOver::Gone,
+    }
+}
+
+/// Forwards the messages gathered so far, waiting for room; false when the twin is gone.
 async fn flush(twin: &mpsc::Sender<Input>, batch: &mut Vec<Received>) -> bool {
     if batch.is_empty() {
         return true;
