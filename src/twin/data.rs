@@ -213,19 +213,8 @@ impl Store {
         let Some(entity) = self.entities.get_mut(id) else {
             return Ok(());
         };
-        match record {
-            None => {
-                entity.extra_mut().alarms.remove(&key);
-            }
-            Some(record) => {
-                if !entity.extra_mut().alarms.contains_key(&key)
-                    && entity.extra_mut().alarms.len() >= limit
-                {
-                    return Err(section_full("alarms", id, limit));
-                }
-                entity.extra_mut().alarms.insert(key, record);
-            }
-        }
+        set_limited(&mut entity.extra_mut().alarms, key, record, limit)
+            .map_err(|()| section_full("alarms", id, limit))?;
         self.touch(id, Durability::Retained);
         Ok(())
     }
@@ -245,22 +234,14 @@ impl Store {
         let Some(entity) = self.entities.get_mut(id) else {
             return Ok(());
         };
-        match capability {
-            None => {
-                entity.extra_mut().capabilities.remove(op);
-            }
-            Some(map) => {
-                if !entity.extra_mut().capabilities.contains_key(op)
-                    && entity.extra_mut().capabilities.len() >= limit
-                {
-                    return Err(section_full("capabilities", id, limit));
-                }
-                entity
-                    .extra_mut()
-                    .capabilities
-                    .insert(op.to_string(), Value::Object(map));
-            }
-        }
+        let capability = capability.map(Value::Object);
+        set_limited(
+            &mut entity.extra_mut().capabilities,
+            op.to_string(),
+            capability,
+            limit,
+        )
+        .map_err(|()| section_full("capabilities", id, limit))?;
         self.touch(id, Durability::Retained);
         Ok(())
     }
@@ -495,6 +476,28 @@ fn is_meta(channel: &str) -> bool {
         (levels.next(), levels.next(), levels.next(), levels.next()),
         (Some("m" | "e" | "a"), Some(_), Some("meta"), None)
     )
+}
+
+/// Sets (`Some`) or clears (`None`) one item of a section holding at most `limit` items (§9):
+/// a new item beyond the limit is refused, existing ones still update.
+fn set_limited<V>(
+    section: &mut VecMap<String, V>,
+    key: String,
+    value: Option<V>,
+    limit: usize,
+) -> Result<(), ()> {
+    match value {
+        None => {
+            section.remove(key.as_str());
+        }
+        Some(value) => {
+            if !section.contains_key(key.as_str()) && section.len() >= limit {
+                return Err(());
+            }
+            section.insert(key, value);
+        }
+    }
+    Ok(())
 }
 
 fn section_full(section: &'static str, id: &EntityTopicId, limit: usize) -> TwinError {
