@@ -33,8 +33,9 @@ pub struct Outgoing {
     /// The retained payload the agent published; `None` for an empty (clearing) message.
     pub message: Option<String>,
     pub stale: Stale,
-    /// Which publication of the topic this is: only its own acknowledgement forgets the entry.
-    #[serde(skip)]
+    /// Which publication this is: only its own acknowledgement forgets the entry, and entries
+    /// are published again in this order (a registration's clear after its data's, §4.8).
+    #[serde(default)]
     pub generation: u64,
 }
 
@@ -85,7 +86,9 @@ impl Store {
         if same(payload, out.message.as_deref()) {
             return Verdict::Apply;
         }
-        let in_window = matches!(self.phase, Phase::Window(_));
+        // Before the sync completes (the window, and between CONNACK and SUBACK, where a
+        // persistent session may already deliver) the broker can still send its stale copy.
+        let in_window = !matches!(self.phase, Phase::Ready);
         let stale = match &out.stale {
             Stale::Any => !payload.is_empty(),
             Stale::Value(v) => same(payload, Some(v)),
@@ -130,19 +133,25 @@ impl Store {
         }
     }
 
-    /// §7.4 step 7: publishes again what was not yet published on this connection.
+    /// §7.4 step 7: publishes again, in their original order, what was not yet published on
+    /// this connection.
     pub(super) fn republish_outbox(&mut self) {
-        for (topic, out) in &self.outbox {
-            if self.outbox_sent.insert(topic.clone()) {
-                self.fx.publications.push(Publication::tracked(
-                    topic.clone(),
-                    out.message
-                        .clone()
-                        .map(String::into_bytes)
-                        .unwrap_or_default(),
-                    out.generation,
-                ));
-            }
+        let mut due: Vec<(&String, &Outgoing)> = self
+            .outbox
+            .iter()
+            .filter(|(topic, _)| !self.outbox_sent.contains(*topic))
+            .collect();
+        due.sort_by_key(|(_, out)| out.generation);
+        let publications: Vec<Publication> = due
+            .into_iter()
+            .map(|(topic, out)| {
+                let payload = out.message.clone().map(String::into_bytes);
+                Publication::tracked(topic.clone(), payload.unwrap_or_default(), out.generation)
+            })
+            .collect();
+        for publication in publications {
+            self.outbox_sent.insert(publication.topic.clone());
+            self.fx.publications.push(publication);
         }
     }
 

@@ -223,6 +223,7 @@ impl Store {
             } else if let Some(topic) = key.strip_prefix(OUTBOX_KEY) {
                 match serde_json::from_str::<Outgoing>(value.get()) {
                     Ok(outgoing) => {
+                        store.next_generation = store.next_generation.max(outgoing.generation);
                         store.outbox.insert(topic.to_string(), outgoing);
                     }
                     Err(e) => {
