@@ -34,6 +34,7 @@ pub async fn readyz(twin: TwinHandle, method: Method) -> Response {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    let body = serde_json::to_string(&readiness.body()).expect("a readiness body serializes");
+    let body = serde_json::to_string(&readiness.body())
+        .unwrap_or_else(|_| r#"{"status":"starting"}"#.to_string());
     json(status, body)
 }

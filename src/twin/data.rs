@@ -200,16 +200,11 @@ impl Store {
     ) -> Result<(), TwinError> {
         let key = payload::alarm_key(topic_type).to_string();
         let limit = self.cfg.max_section_items;
-        let record = if bytes.is_empty() {
-            None
-        } else {
-            let (time, payload) = payload::parse_alarm(bytes).map_err(TwinError::InvalidPayload)?;
-            Some(Record {
-                payload,
-                time: time.unwrap_or(now),
-                received: now,
-            })
-        };
+        let record = unless_clear(bytes, payload::parse_alarm)?.map(|(time, payload)| Record {
+            payload,
+            time: time.unwrap_or(now),
+            received: now,
+        });
         let Some(entity) = self.entities.get_mut(id) else {
             return Ok(());
         };
@@ -226,11 +221,7 @@ impl Store {
         bytes: &[u8],
     ) -> Result<(), TwinError> {
         let limit = self.cfg.max_section_items;
-        let capability = if bytes.is_empty() {
-            None
-        } else {
-            Some(payload::parse_capability(bytes).map_err(TwinError::InvalidPayload)?)
-        };
+        let capability = unless_clear(bytes, payload::parse_capability)?;
         let Some(entity) = self.entities.get_mut(id) else {
             return Ok(());
         };
@@ -254,11 +245,7 @@ impl Store {
         bytes: &[u8],
     ) -> Result<(), TwinError> {
         let limit = self.cfg.max_section_items;
-        let command = if bytes.is_empty() {
-            None
-        } else {
-            Some(payload::parse_command(bytes).map_err(TwinError::InvalidPayload)?)
-        };
+        let command = unless_clear(bytes, payload::parse_command)?;
         let Some(entity) = self.entities.get_mut(id) else {
             return Ok(());
         };
@@ -476,6 +463,17 @@ fn is_meta(channel: &str) -> bool {
         (levels.next(), levels.next(), levels.next(), levels.next()),
         (Some("m" | "e" | "a"), Some(_), Some("meta"), None)
     )
+}
+
+/// Parses a retained item's payload; an empty payload is a clear (`None`, §3.3).
+fn unless_clear<T>(
+    bytes: &[u8],
+    parse: impl FnOnce(&[u8]) -> Result<T, String>,
+) -> Result<Option<T>, TwinError> {
+    if bytes.is_empty() {
+        return Ok(None);
+    }
+    parse(bytes).map(Some).map_err(TwinError::InvalidPayload)
 }
 
 /// Sets (`Some`) or clears (`None`) one item of a section holding at most `limit` items (§9):

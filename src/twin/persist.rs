@@ -417,6 +417,7 @@ impl Persist {
             })
     }
 
+    #[cfg(test)]
     pub fn dir(&self) -> &Path {
         &self.dir
     }

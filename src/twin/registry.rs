@@ -34,9 +34,7 @@ impl Store {
     // ---- MQTT registrations ----------------------------------------------------------------
 
     pub(super) fn register_mqtt(&mut self, id: &EntityTopicId, topic: &str, bytes: &[u8]) {
-        let parsed = payload::utf8(bytes)
-            .and_then(|text| serde_json::from_str::<Value>(text).map_err(|e| e.to_string()));
-        let value = match parsed {
+        let value = match payload::registration_json(bytes) {
             Ok(v) => v,
             Err(reason) => return self.reject_registration(id, topic, reason),
         };
@@ -263,19 +261,7 @@ impl Store {
         candidate: &EntityTopicId,
         ancestor: &EntityTopicId,
     ) -> bool {
-        let mut cursor = self.entities.get(candidate).and_then(|e| e.parent.clone());
-        let mut steps = 0usize;
-        while let Some(id) = cursor {
-            if id == *ancestor {
-                return true;
-            }
-            steps += 1;
-            if steps > self.entities.len() {
-                return false;
-            }
-            cursor = self.entities.get(&id).and_then(|e| e.parent.clone());
-        }
-        false
+        self.ancestors(candidate).any(|a| a == ancestor)
     }
 
     /// Creates or updates the entity after its checks passed (§4.5), merges its inline twin data

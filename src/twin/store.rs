@@ -382,6 +382,17 @@ impl Store {
         self.entities.get(id).map(|e| &**e)
     }
 
+    /// The parent, grandparent… of an entity, up to a root. Bounded by the number of entities,
+    /// so that even a parent cycle (which loading repairs) cannot make a walk endless.
+    pub(super) fn ancestors<'a>(
+        &'a self,
+        id: &EntityTopicId,
+    ) -> impl Iterator<Item = &'a EntityTopicId> + 'a {
+        let parent_of =
+            move |id: &EntityTopicId| self.entities.get(id).and_then(|e| e.parent.as_ref());
+        std::iter::successors(parent_of(id), move |p| parent_of(p)).take(self.entities.len())
+    }
+
     /// The stored copy of an id, so that references to an entity share its allocation.
     pub(super) fn canonical(&self, id: &EntityTopicId) -> EntityTopicId {
         self.entities

@@ -251,15 +251,6 @@ impl Store {
 
     /// Distance from the main device (0 for a root).
     fn depth(&self, id: &EntityTopicId) -> usize {
-        let mut depth = 0;
-        let mut cursor = self.entities.get(id).and_then(|e| e.parent.clone());
-        while let Some(parent) = cursor {
-            depth += 1;
-            if depth > self.entities.len() {
-                break;
-            }
-            cursor = self.entities.get(&parent).and_then(|e| e.parent.clone());
-        }
-        depth
+        self.ancestors(id).count()
     }
 }

@@ -24,7 +24,8 @@ pub use health::health_status;
 pub use measurement::{parse_measurement, Measurement, MeasurementValue};
 pub use records::{alarm_key, parse_alarm, parse_event, EventMessage};
 pub use registration::{
-    parse_new_entity, parse_registration, parse_registration_value, RegistrationError,
+    parse_new_entity, parse_registration, parse_registration_value, registration_json,
+    RegistrationError,
 };
 
 /// The reason given for a payload that is not UTF-8 on a JSON channel (§9).

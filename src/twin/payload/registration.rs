@@ -54,8 +54,13 @@ impl From<RegistrationError> for TwinError {
 /// A registration message received over MQTT (§4.1); the payload is non-empty (an empty one
 /// deregisters). The error is the reason to report on `<root>/errors` (§4.2).
 pub fn parse_registration(payload: &[u8]) -> Result<Registration, String> {
-    let value: Value = serde_json::from_str(utf8(payload)?).map_err(|e| e.to_string())?;
-    parse_registration_value(value).map_err(|e| e.to_string())
+    parse_registration_value(registration_json(payload)?).map_err(|e| e.to_string())
+}
+
+/// The JSON value of a registration payload, before its structure is checked: the store keeps
+/// it as the last accepted payload (§4.5).
+pub fn registration_json(payload: &[u8]) -> Result<Value, String> {
+    serde_json::from_str(utf8(payload)?).map_err(|e| e.to_string())
 }
 
 /// A registration from an already-parsed JSON value, which must be an object. Every `@` key other
