@@ -35,6 +35,9 @@ use raw::{ByteSize, Interval, RawConfig};
 /// The file read when neither `--config` nor `$EDGE_AGENT_CONFIG` names one.
 pub const DEFAULT_PATH: &str = "/etc/edge-agent/edge-agent.yaml";
 
+/// `data_dir` when the configuration does not set it.
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/edge-agent";
+
 /// The environment variable naming the config file; not a key override.
 pub const CONFIG_PATH_VAR: &str = "EDGE_AGENT_CONFIG";
 
@@ -55,6 +58,7 @@ pub struct Config {
     pub http: HttpConfig,
     pub data_dir: PathBuf,
     pub twin: TwinConfig,
+    pub files: FilesConfig,
     pub log: LogConfig,
 }
 
@@ -89,6 +93,30 @@ pub struct HttpConfig {
     pub bind: SocketAddr,
     /// Base URL put in links for other devices, without a trailing `/`.
     pub public_url: String,
+    /// HTTPS only, when `http.tls.cert_file` and `http.tls.key_file` are set.
+    pub tls: Option<HttpTlsConfig>,
+}
+
+/// The HTTP server's certificate, and the CA its clients' certificates must chain to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpTlsConfig {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    /// When set, a client certificate signed by this CA is required.
+    pub client_ca_file: Option<PathBuf>,
+}
+
+/// The file transfer service (`/te/v1/files`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FilesConfig {
+    /// The root of the store; default `<data_dir>/file-transfer`.
+    pub dir: PathBuf,
+    /// The largest file accepted (413 above it).
+    pub max_file_bytes: u64,
+    /// The most bytes all stored files may take together (507 above it).
+    pub quota_bytes: u64,
+    /// Files older than this are removed by a background sweep; `None`: kept until deleted.
+    pub ttl: Option<Duration>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -122,8 +150,9 @@ impl Default for Config {
             device: DeviceConfig::default(),
             mqtt: MqttConfig::default(),
             http: HttpConfig::default(),
-            data_dir: PathBuf::from("/var/lib/edge-agent"),
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             twin: TwinConfig::default(),
+            files: FilesConfig::in_data_dir(Path::new(DEFAULT_DATA_DIR)),
             log: LogConfig::default(),
         }
     }
@@ -155,7 +184,20 @@ impl Default for HttpConfig {
         let bind = SocketAddr::from(([127, 0, 0, 1], 8000));
         HttpConfig {
             bind,
-            public_url: public_url_for(bind),
+            public_url: public_url_for(bind, false),
+            tls: None,
+        }
+    }
+}
+
+impl FilesConfig {
+    /// The defaults, with the store in `<data_dir>/file-transfer`.
+    pub fn in_data_dir(data_dir: &Path) -> Self {
+        FilesConfig {
+            dir: data_dir.join("file-transfer"),
+            max_file_bytes: 1 << 30,
+            quota_bytes: 10 << 30,
+            ttl: None,
         }
     }
 }
@@ -195,12 +237,13 @@ impl fmt::Display for LogFormat {
 }
 
 /// The default `http.public_url`: the bound address, or the host name when the listener is bound
-/// to every address (0.0.0.0 or [::]), which other devices cannot use.
-fn public_url_for(bind: SocketAddr) -> String {
+/// to every address (0.0.0.0 or [::]), which other devices cannot use; `https://` with TLS.
+fn public_url_for(bind: SocketAddr, tls: bool) -> String {
+    let scheme = if tls { "https" } else { "http" };
     if bind.ip().is_unspecified() {
-        format!("http://{}:{}", host_name(), bind.port())
+        format!("{scheme}://{}:{}", host_name(), bind.port())
     } else {
-        format!("http://{bind}")
+        format!("{scheme}://{bind}")
     }
 }
 
@@ -497,9 +540,11 @@ impl Config {
             http,
             data_dir,
             twin,
+            files,
             log,
         } = self;
         let tls = mqtt.tls.as_ref();
+        let http_tls = http.tls.as_ref();
         section([
             ("device", section([("id", device.id.as_str().into())])),
             (
@@ -530,6 +575,17 @@ impl Config {
                 section([
                     ("bind", http.bind.to_string().into()),
                     ("public_url", http.public_url.as_str().into()),
+                    (
+                        "tls",
+                        section([
+                            ("cert_file", path(http_tls.map(|t| t.cert_file.as_path()))),
+                            ("key_file", path(http_tls.map(|t| t.key_file.as_path()))),
+                            (
+                                "client_ca_file",
+                                path(http_tls.and_then(|t| t.client_ca_file.as_deref())),
+                            ),
+                        ]),
+                    ),
                 ]),
             ),
             ("data_dir", path(Some(data_dir))),
@@ -545,6 +601,26 @@ impl Config {
                     (
                         "telemetry_flush_interval",
                         Interval(twin.telemetry_flush_interval).to_string().into(),
+                    ),
+                ]),
+            ),
+            (
+                "files",
+                section([
+                    ("dir", path(Some(&files.dir))),
+                    (
+                        "max_file_bytes",
+                        ByteSize(files.max_file_bytes).to_string().into(),
+                    ),
+                    (
+                        "quota_bytes",
+                        ByteSize(files.quota_bytes).to_string().into(),
+                    ),
+                    (
+                        "ttl",
+                        files
+                            .ttl
+                            .map_or(Value::Null, |t| Interval(t).to_string().into()),
                     ),
                 ]),
             ),
@@ -613,6 +689,11 @@ mod tests {
         assert_eq!(c.http.bind, "127.0.0.1:8000".parse().unwrap());
         assert_eq!(c.http.public_url, "http://127.0.0.1:8000");
         assert_eq!(c.data_dir, Path::new("/var/lib/edge-agent"));
+        assert_eq!(c.http.tls, None);
+        assert_eq!(c.files.dir, Path::new("/var/lib/edge-agent/file-transfer"));
+        assert_eq!(c.files.max_file_bytes, 1 << 30);
+        assert_eq!(c.files.quota_bytes, 10 << 30);
+        assert_eq!(c.files.ttl, None);
         assert_eq!(c.twin.main_device.as_str(), "device/main//");
         assert_eq!(
             c.twin.agent_service.as_str(),
@@ -708,7 +789,16 @@ mqtt:
 http:
   bind: \"[::1]:8080\"
   public_url: https://gw-17.example.com/
+  tls:
+    cert_file: /etc/ssl/http.pem
+    key_file: /etc/ssl/http.key
+    client_ca_file: /etc/ssl/clients.pem
 data_dir: /tmp/agent
+files:
+  dir: /srv/files
+  max_file_bytes: 64MiB
+  quota_bytes: 2GiB
+  ttl: 12h
 twin:
   main_device: factory/gw17//
   agent_service: factory/gw17/service/agent
@@ -743,7 +833,24 @@ log:
         assert_eq!(c.mqtt.max_packet_size, 512 * 1024);
         assert_eq!(c.http.bind, "[::1]:8080".parse().unwrap());
         assert_eq!(c.http.public_url, "https://gw-17.example.com");
+        assert_eq!(
+            c.http.tls,
+            Some(HttpTlsConfig {
+                cert_file: "/etc/ssl/http.pem".into(),
+                key_file: "/etc/ssl/http.key".into(),
+                client_ca_file: Some("/etc/ssl/clients.pem".into()),
+            })
+        );
         assert_eq!(c.data_dir, Path::new("/tmp/agent"));
+        assert_eq!(
+            c.files,
+            FilesConfig {
+                dir: "/srv/files".into(),
+                max_file_bytes: 64 << 20,
+                quota_bytes: 2 << 30,
+                ttl: Some(Duration::from_secs(12 * 3600)),
+            }
+        );
         assert_eq!(c.twin.main_device.as_str(), "factory/gw17//");
         assert_eq!(c.twin.agent_service.as_str(), "factory/gw17/service/agent");
         assert!(!c.twin.auto_register);
@@ -919,6 +1026,30 @@ http:
                 "mqtt.password_file",
                 "mqtt.tls.cert_file",
                 "mqtt.tls.ca_file"
+            ]
+        );
+    }
+
+    #[test]
+    fn the_file_store_follows_the_data_dir_and_http_tls_must_be_complete() {
+        let c = from_yaml_str(
+            "data_dir: /d\nhttp:\n  tls:\n    cert_file: /c\n    key_file: /k\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.files.dir, Path::new("/d/file-transfer"));
+        assert_eq!(c.http.public_url, "https://127.0.0.1:8000");
+        let found = problems(
+            "http:\n  tls:\n    cert_file: /c\n    client_ca_file: /ca\nfiles:\n  max_file_bytes: 0\n  ttl: 0s\n",
+            &[],
+        );
+        assert_eq!(
+            keys(&found),
+            [
+                "http.tls.cert_file",
+                "http.tls.client_ca_file",
+                "files.max_file_bytes",
+                "files.ttl"
             ]
         );
     }

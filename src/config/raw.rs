@@ -17,7 +17,7 @@ use super::LogFormat;
 
 pub(super) const KIB: u64 = 1 << 10;
 pub(super) const MIB: u64 = 1 << 20;
-const GIB: u64 = 1 << 30;
+pub(super) const GIB: u64 = 1 << 30;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default, expecting = "a mapping")]
@@ -27,6 +27,7 @@ pub(super) struct RawConfig {
     pub(super) http: RawHttp,
     pub(super) data_dir: Option<PathBuf>,
     pub(super) twin: RawTwin,
+    pub(super) files: RawFiles,
     pub(super) log: RawLog,
 }
 
@@ -62,6 +63,24 @@ pub(super) struct RawTls {
 pub(super) struct RawHttp {
     pub(super) bind: Option<String>,
     pub(super) public_url: Option<String>,
+    pub(super) tls: RawHttpTls,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default, expecting = "a mapping")]
+pub(super) struct RawHttpTls {
+    pub(super) cert_file: Option<PathBuf>,
+    pub(super) key_file: Option<PathBuf>,
+    pub(super) client_ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default, expecting = "a mapping")]
+pub(super) struct RawFiles {
+    pub(super) dir: Option<PathBuf>,
+    pub(super) max_file_bytes: Option<ByteSize>,
+    pub(super) quota_bytes: Option<ByteSize>,
+    pub(super) ttl: Option<Interval>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -109,6 +128,7 @@ impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.0 {
             0 => f.write_str("0"),
+            n if n % GIB == 0 => write!(f, "{}GiB", n / GIB),
             n if n % MIB == 0 => write!(f, "{}MiB", n / MIB),
             n if n % KIB == 0 => write!(f, "{}KiB", n / KIB),
             n => write!(f, "{n}"),
@@ -252,7 +272,12 @@ mod tests {
 
     #[test]
     fn sizes_print_in_their_largest_whole_unit_and_read_back() {
-        for (text, bytes) in [("16MiB", 16 << 20), ("512KiB", 512 << 10), ("1000", 1000)] {
+        for (text, bytes) in [
+            ("2GiB", 2 << 30),
+            ("16MiB", 16 << 20),
+            ("512KiB", 512 << 10),
+            ("1000", 1000),
+        ] {
             let size: ByteSize = text.parse().unwrap();
             assert_eq!(size, ByteSize(bytes));
             assert_eq!(size.to_string(), text);

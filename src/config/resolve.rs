@@ -5,10 +5,10 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use super::raw::{ByteSize, RawConfig, RawTls, KIB, MIB};
+use super::raw::{ByteSize, RawConfig, RawHttpTls, RawTls, KIB, MIB};
 use super::{
-    host_name, public_url_for, Config, DeviceConfig, HttpConfig, LogConfig, MqttConfig, Origins,
-    Problem, TlsConfig, TwinConfig,
+    host_name, public_url_for, Config, DeviceConfig, FilesConfig, HttpConfig, HttpTlsConfig,
+    LogConfig, MqttConfig, Origins, Problem, TlsConfig, TwinConfig, DEFAULT_DATA_DIR,
 };
 use crate::topic::EntityTopicId;
 
@@ -114,6 +114,35 @@ pub(super) fn resolve(raw: RawConfig, o: &Origins, problems: &mut Vec<Problem>) 
             parsed
         }
     };
+    let RawHttpTls {
+        cert_file,
+        key_file,
+        client_ca_file,
+    } = raw.http.tls;
+    let http_tls = match (cert_file, key_file) {
+        (Some(cert_file), Some(key_file)) => Some(HttpTlsConfig {
+            cert_file,
+            key_file,
+            client_ca_file,
+        }),
+        (cert_file, key_file) => {
+            if cert_file.is_some() {
+                bad("http.tls.cert_file", "needs http.tls.key_file".into());
+            }
+            if key_file.is_some() {
+                bad("http.tls.key_file", "needs http.tls.cert_file".into());
+            }
+            if client_ca_file.is_some() {
+                bad(
+                    "http.tls.client_ca_file",
+                    "needs http.tls.cert_file and http.tls.key_file: client certificates are \
+                     asked for only over TLS"
+                        .into(),
+                );
+            }
+            None
+        }
+    };
     let public_url = match raw.http.public_url {
         Some(url) => {
             let url = url.trim_end_matches('/').to_owned();
@@ -130,14 +159,43 @@ pub(super) fn resolve(raw: RawConfig, o: &Origins, problems: &mut Vec<Problem>) 
             }
             url
         }
-        None => bind.map(public_url_for).unwrap_or_default(),
+        None => bind
+            .map(|b| public_url_for(b, http_tls.is_some()))
+            .unwrap_or_default(),
     };
 
     let data_dir = raw
         .data_dir
-        .unwrap_or_else(|| PathBuf::from("/var/lib/edge-agent"));
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
     if data_dir.as_os_str().is_empty() {
         bad("data_dir", "must not be empty".into());
+    }
+
+    let files_defaults = FilesConfig::in_data_dir(&data_dir);
+    let files_dir = raw.files.dir.unwrap_or(files_defaults.dir);
+    if files_dir.as_os_str().is_empty() {
+        bad("files.dir", "must not be empty".into());
+    }
+    let max_file_bytes = raw
+        .files
+        .max_file_bytes
+        .map_or(files_defaults.max_file_bytes, |s| s.0);
+    if max_file_bytes == 0 {
+        bad("files.max_file_bytes", "must be larger than zero".into());
+    }
+    let quota_bytes = raw
+        .files
+        .quota_bytes
+        .map_or(files_defaults.quota_bytes, |s| s.0);
+    if quota_bytes == 0 {
+        bad("files.quota_bytes", "must be larger than zero".into());
+    }
+    let ttl = raw.files.ttl.map(|i| i.0);
+    if ttl.is_some_and(|t| t.is_zero()) {
+        bad(
+            "files.ttl",
+            "must be longer than zero (leave it unset to keep files until deleted)".into(),
+        );
     }
 
     let mut topic_id = |key: &str, value: Option<String>, default: EntityTopicId| match value {
@@ -206,6 +264,7 @@ pub(super) fn resolve(raw: RawConfig, o: &Origins, problems: &mut Vec<Problem>) 
         http: HttpConfig {
             bind: bind?,
             public_url,
+            tls: http_tls,
         },
         data_dir,
         twin: TwinConfig {
@@ -219,6 +278,12 @@ pub(super) fn resolve(raw: RawConfig, o: &Origins, problems: &mut Vec<Problem>) 
             max_pending: raw.twin.max_pending.unwrap_or(twin_defaults.max_pending),
             events_kept: raw.twin.events_kept.unwrap_or(twin_defaults.events_kept),
             telemetry_flush_interval,
+        },
+        files: FilesConfig {
+            dir: files_dir,
+            max_file_bytes,
+            quota_bytes,
+            ttl,
         },
         log: LogConfig {
             level,

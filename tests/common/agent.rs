@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use edge_agent::app::{self, Agent};
 use edge_agent::config::{
-    Config, DeviceConfig, HttpConfig, LogConfig, LogFormat, MqttConfig, TwinConfig,
+    Config, DeviceConfig, FilesConfig, HttpConfig, LogConfig, LogFormat, MqttConfig, TwinConfig,
 };
 use tempfile::TempDir;
 
@@ -49,9 +49,11 @@ pub fn config(port: u16, data_dir: &Path) -> Config {
         http: HttpConfig {
             bind: "127.0.0.1:0".parse().expect("a socket address"),
             public_url: "http://127.0.0.1:0".into(),
+            tls: None,
         },
         data_dir: data_dir.to_path_buf(),
         twin: TwinConfig::default(),
+        files: FilesConfig::in_data_dir(data_dir),
         log: LogConfig {
             level: "info".into(),
             format: LogFormat::Text,
