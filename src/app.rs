@@ -17,6 +17,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::files::{OpenError, Store as FileStore};
 use crate::mqtt::{self, Connection, MqttError};
 use crate::readiness::{self, Readiness};
 use crate::twin::persist::{Persist, PersistError};
@@ -42,6 +43,8 @@ pub enum StartError {
         #[source]
         source: PersistError,
     },
+    #[error(transparent)]
+    Files(#[from] OpenError),
     #[error("cannot load the persisted twin")]
     Load(#[from] LoadError),
     #[error("invalid MQTT settings")]
@@ -53,6 +56,7 @@ pub enum StartError {
 /// A running agent.
 pub struct Agent {
     http_addr: SocketAddr,
+    files: FileStore,
     readiness: watch::Receiver<Readiness>,
     http_stop: CancellationToken,
     twin_stop: CancellationToken,
@@ -72,11 +76,20 @@ pub async fn start(config: Config) -> Result<Agent, StartError> {
         addr: config.http.bind,
         source,
     })?;
+    let files_config = config.files.clone();
+    let files = tokio::task::spawn_blocking(move || FileStore::open(&files_config)).await??;
+    tracing::info!(dir = %config.files.dir.display(), used_bytes = files.used(), "file store open");
     let (readiness_tx, readiness_rx) = readiness::channel();
     let (input_tx, input_rx) = mpsc::channel(INPUT_CAPACITY);
     let handle = TwinHandle::new(input_tx.clone(), readiness_rx.clone());
     let http_stop = CancellationToken::new();
-    let http = tokio::spawn(crate::http::serve(listener, handle, http_stop.clone()));
+    let http = tokio::spawn(crate::http::serve(
+        listener,
+        handle,
+        files.clone(),
+        http_stop.clone(),
+    ));
+    tokio::spawn(crate::files::sweep_task(files.clone(), http_stop.clone()));
     tracing::info!(%http_addr, "HTTP API listening");
 
     let dir = config.data_dir.join("twin");
@@ -134,6 +147,7 @@ pub async fn start(config: Config) -> Result<Agent, StartError> {
     let twin = tokio::spawn(task.run(twin_stop.clone()));
     Ok(Agent {
         http_addr,
+        files,
         readiness: readiness_rx,
         http_stop,
         twin_stop,
@@ -147,6 +161,11 @@ pub async fn start(config: Config) -> Result<Agent, StartError> {
 impl Agent {
     pub fn http_addr(&self) -> SocketAddr {
         self.http_addr
+    }
+
+    /// The file store, for its counters.
+    pub fn files(&self) -> &FileStore {
+        &self.files
     }
 
     pub fn readiness(&self) -> Readiness {

@@ -9,6 +9,7 @@
 //! - [`twin`]: the digital twin: model, payload parsers, the synchronous store, persistence and
 //!   the task that owns them.
 //! - [`mqtt`]: the broker connection: options, the event-loop task, acknowledged publishing.
+//! - [`files`]: the file transfer store: safe paths, atomic uploads, digests, ranges, quota.
 //! - [`http`]: the warp server: the entity API, our extensions, health and readiness.
 //! - [`readiness`]: the readiness value shared by the MQTT task and the HTTP layer.
 #![forbid(unsafe_code)]
@@ -16,6 +17,7 @@
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod files;
 pub mod http;
 pub mod mqtt;
 pub mod readiness;

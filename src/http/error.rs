@@ -20,6 +20,7 @@ use warp::Rejection;
 use super::body::BodyError;
 use super::json;
 use super::path::PathError;
+use crate::files::FileError;
 use crate::twin::error::TwinError;
 
 /// Everything an HTTP request can fail with.
@@ -76,6 +77,22 @@ impl ApiError {
             _ => {}
         }
         res
+    }
+}
+
+/// The status of each file-transfer error (issue #3). Exhaustive on purpose.
+pub fn file_status(e: &FileError) -> StatusCode {
+    use FileError::*;
+    match e {
+        InvalidPath(_) | NotFound(_) | DeleteDirectory(_) => StatusCode::NOT_FOUND,
+        UploadOnDirectory(_) | ParentIsFile { .. } => StatusCode::CONFLICT,
+        TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        Quota { .. } | DiskFull => StatusCode::INSUFFICIENT_STORAGE,
+        BadDigest(_) | DigestMismatch { .. } | BodyRead => StatusCode::BAD_REQUEST,
+        PreconditionFailed => StatusCode::PRECONDITION_FAILED,
+        RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
+        MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+        Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 

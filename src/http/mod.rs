@@ -8,11 +8,12 @@
 //! Statuses of errors are chosen in `error` only; body limits and parsers are in `body`. The
 //! twin itself is reached through a [`TwinHandle`], which also applies the write and loading gates.
 //!
-//! Not here: TLS (warp 0.4 has none) and the file transfer routes (`/te/v1/files`).
+//! The file transfer routes (`/te/v1/files`, issue #3) are in `files`, over a [`Store`].
 
 mod body;
 mod entities;
 mod error;
+mod files;
 mod path;
 mod probes;
 #[cfg(test)]
@@ -30,6 +31,7 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::{Buf, Filter, Rejection, Reply};
 
+use crate::files::Store;
 use crate::twin::TwinHandle;
 
 /// Pending connections the kernel queues before we accept them.
@@ -50,11 +52,16 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 
 /// Serves the routes on `listener` until `shutdown` is cancelled, then lets the requests in
 /// flight finish.
-pub async fn serve(listener: TcpListener, twin: TwinHandle, shutdown: CancellationToken) {
+pub async fn serve(
+    listener: TcpListener,
+    twin: TwinHandle,
+    files: Store,
+    shutdown: CancellationToken,
+) {
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "http server listening");
     }
-    warp::serve(routes(twin))
+    warp::serve(routes(twin, files))
         .incoming(listener)
         .graceful(shutdown.cancelled_owned())
         .run()
@@ -63,8 +70,15 @@ pub async fn serve(listener: TcpListener, twin: TwinHandle, shutdown: Cancellati
 }
 
 /// All routes, with every rejection turned into a JSON error.
-pub fn routes(twin: TwinHandle) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
-    api(twin).recover(error::recover).unify()
+pub fn routes(
+    twin: TwinHandle,
+    files: Store,
+) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
+    files::routes(files)
+        .or(api(twin))
+        .unify()
+        .recover(error::recover)
+        .unify()
 }
 
 /// All routes without the final `recover`, for composing with other route sets.

@@ -30,8 +30,10 @@ type Answer = Box<dyn Fn(&Seen) -> Result<Reply, TwinError> + Send>;
 
 struct Fake {
     twin: TwinHandle,
+    files: Store,
     seen: Arc<Mutex<Vec<Seen>>>,
     _readiness: watch::Sender<Readiness>,
+    _files_dir: tempfile::TempDir,
 }
 
 impl Fake {
@@ -40,7 +42,8 @@ impl Fake {
     }
 
     async fn send(&self, req: RequestBuilder) -> Response<Bytes> {
-        req.reply(&routes(self.twin.clone())).await
+        req.reply(&routes(self.twin.clone(), self.files.clone()))
+            .await
     }
 }
 
@@ -62,10 +65,14 @@ fn fake_in(readiness: Readiness, answer: Answer) -> Fake {
             let _ = responder.send(reply);
         }
     });
+    let files_dir = tempfile::tempdir().unwrap();
+    let files = Store::open(&crate::config::FilesConfig::in_data_dir(files_dir.path())).unwrap();
     Fake {
         twin: TwinHandle::new(tx, ready_rx),
+        files,
         seen,
         _readiness: ready_tx,
+        _files_dir: files_dir,
     }
 }
 
@@ -848,7 +855,12 @@ async fn a_chunked_body_is_cut_off_at_the_limit_while_reading() {
     let listener = bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let addr = listener.local_addr().unwrap();
     let shutdown = CancellationToken::new();
-    let server = tokio::spawn(serve(listener, fake.twin.clone(), shutdown.clone()));
+    let server = tokio::spawn(serve(
+        listener,
+        fake.twin.clone(),
+        fake.files.clone(),
+        shutdown.clone(),
+    ));
 
     // Two chunks of 512 KiB and one of 1 byte: no Content-Length, 1 MiB + 1 in total.
     let half = body::LIMIT / 2;

@@ -1,0 +1,190 @@
+//! Receiving an upload (issue #3 "Atomic, durable uploads", "Bounded disk"): the request body is
+//! streamed into a temp file by a writer thread that hashes as it writes, under the size limit
+//! and the quota, then fsynced, checked against the digest the client announced, and committed
+//! by rename. Nothing is visible under the path until the commit; an upload that fails or is
+//! abandoned (client gone, future dropped) leaves only its temp file, which is removed at once,
+//! or at the next start if the agent died.
+
+use std::io::Write;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::{Stream, StreamExt};
+use tokio::sync::mpsc;
+
+use super::blocking;
+use super::digest::{Hasher, Sha256};
+use super::error::FileError;
+use super::path::StorePath;
+use super::store::{Staged, Store};
+
+/// Bytes handed to the writer thread at a time.
+const BATCH: usize = 1 << 20;
+/// Batches queued for the writer: bounds the memory an upload holds to a few MiB.
+const QUEUE: usize = 4;
+
+enum Block {
+    Data(Bytes),
+    /// The body ended normally; without it a closed channel means abandoned.
+    End,
+}
+
+/// What the request says about its body.
+pub struct Upload {
+    pub path: StorePath,
+    pub content_length: Option<u64>,
+    /// Digests the client announced; the body must match each.
+    pub expected: Vec<Sha256>,
+}
+
+/// Quota bytes held by one upload, given back when it ends, however it ends.
+struct Reservation<'a> {
+    store: &'a Store,
+    bytes: u64,
+    replaces: u64,
+}
+
+impl Reservation<'_> {
+    fn grow(&mut self, bytes: u64) -> bool {
+        let ok = self.store.reserve(bytes, self.replaces);
+        if ok {
+            self.bytes += bytes;
+        }
+        ok
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        self.store.unreserve(self.bytes);
+    }
+}
+
+/// Stores `body` at `upload.path`.
+pub async fn receive<S>(store: &Store, upload: Upload, body: S) -> Result<(), FileError>
+where
+    S: Stream<Item = Result<Bytes, warp::Error>> + Send + Unpin,
+{
+    let _in_flight = store.counters().upload();
+    let Upload {
+        path,
+        content_length,
+        expected,
+    } = upload;
+    let limit = store.config().max_file_bytes;
+    let quota = store.config().quota_bytes;
+    let too_large = || FileError::TooLarge {
+        path: path.shown().to_owned(),
+        limit,
+    };
+    let over_quota = || FileError::Quota {
+        path: path.shown().to_owned(),
+        quota,
+    };
+
+    let s = store.clone();
+    let p = path.clone();
+    let replaces = blocking(move || s.check_upload(&p)).await?;
+    let mut reservation = Reservation {
+        store,
+        bytes: 0,
+        replaces,
+    };
+    if let Some(len) = content_length {
+        if len > limit {
+            return Err(too_large());
+        }
+        if !reservation.grow(len) {
+            return Err(over_quota());
+        }
+    }
+
+    let s = store.clone();
+    let temp = blocking(move || s.temp_file()).await?;
+    let (tx, rx) = mpsc::channel(QUEUE);
+    let writer = tokio::task::spawn_blocking(move || write(temp, rx));
+
+    let mut body = body;
+    let mut batch = BytesMut::with_capacity(BATCH);
+    let mut total: u64 = 0;
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| {
+            tracing::info!(%path, "upload interrupted: {e}");
+            FileError::BodyRead
+        })?;
+        total += chunk.len() as u64;
+        if total > limit {
+            return Err(too_large());
+        }
+        if total > reservation.bytes && !reservation.grow(total - reservation.bytes) {
+            return Err(over_quota());
+        }
+        store.counters().received(chunk.len() as u64);
+        batch.extend_from_slice(&chunk);
+        if batch.len() >= BATCH {
+            let full = batch.split().freeze();
+            batch.reserve(BATCH);
+            if tx.send(Block::Data(full)).await.is_err() {
+                break;
+            }
+        }
+    }
+    if content_length.is_some_and(|len| len != total) {
+        return Err(FileError::BodyRead);
+    }
+    if !batch.is_empty() {
+        let _ = tx.send(Block::Data(batch.freeze())).await;
+    }
+    let _ = tx.send(Block::End).await;
+    drop(tx);
+    let staged = match writer.await {
+        Ok(result) => result?,
+        Err(e) => {
+            return Err(FileError::io(
+                format!("writing the upload of {path}"),
+                std::io::Error::other(e),
+            ))
+        }
+    };
+    if let Some(expected) = expected.iter().find(|e| **e != staged.digest) {
+        return Err(FileError::DigestMismatch {
+            expected: *expected,
+            actual: staged.digest,
+        });
+    }
+    let s = store.clone();
+    let p = path.clone();
+    blocking(move || s.commit(&p, staged)).await?;
+    store.counters().stored();
+    tracing::debug!(%path, bytes = total, "file stored");
+    Ok(())
+}
+
+/// The writer thread: hashes and writes each block, fsyncs at the end.
+fn write(
+    mut temp: tempfile::NamedTempFile,
+    mut rx: mpsc::Receiver<Block>,
+) -> Result<Staged, FileError> {
+    let mut hasher = Hasher::new();
+    let mut len = 0u64;
+    loop {
+        match rx.blocking_recv() {
+            Some(Block::Data(bytes)) => {
+                hasher.update(&bytes);
+                temp.write_all(&bytes)
+                    .map_err(|e| FileError::io("writing an upload", e))?;
+                len += bytes.len() as u64;
+            }
+            Some(Block::End) => break,
+            // Abandoned: dropping the temp file removes it.
+            None => return Err(FileError::BodyRead),
+        }
+    }
+    temp.as_file()
+        .sync_data()
+        .map_err(|e| FileError::io("syncing an upload", e))?;
+    Ok(Staged {
+        file: temp,
+        len,
+        digest: hasher.finish(),
+    })
+}
