@@ -353,9 +353,14 @@ async fn invalid_twin_keys_in_the_path_are_bad_requests_on_every_method() {
 #[tokio::test]
 async fn unknown_paths_are_json_not_found() {
     let fake = replying("{}");
-    for path in ["/", "/nope", "/te/v1", "/te/v1/entitiesx", "/te/v1/files/x"] {
+    for path in ["/", "/nope", "/te/v1", "/te/v1/entitiesx", "/te/v1/filesx"] {
         assert_error(&fake.send(get(path)).await, 404, "Not Found");
     }
+    // The file store answers its own paths, in plain text (issue #3).
+    let res = fake.send(get("/te/v1/files/x")).await;
+    assert_eq!(res.status(), 404);
+    assert_eq!(res.headers()["content-type"], "text/plain; charset=utf-8");
+    assert_eq!(text(&res), "File not found: \"x\"");
 }
 
 #[tokio::test]
