@@ -102,6 +102,15 @@ impl TestAgent {
         format!("{}{}", self.base, path)
     }
 
+    /// The running agent (its file store's counters, its address).
+    pub fn agent(&self) -> &Agent {
+        self.agent.as_ref().expect("the agent is running")
+    }
+
+    pub fn http_addr(&self) -> std::net::SocketAddr {
+        self.agent().http_addr()
+    }
+
     pub fn data_dir(&self) -> &Path {
         self.dir.path()
     }

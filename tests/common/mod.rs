@@ -7,6 +7,7 @@
 //! - [`http`]: one-shot reqwest helpers returning status, headers and body; exact assertions on
 //!   answers.
 //! - [`agent`]: `TestAgent`, the agent in-process; its own topics (`AGENT_TOPIC`, `AGENT_HEALTH`).
+//! - [`raw`]: raw HTTP/1.1 over TCP: unnormalized paths, bodies in parts, clients that vanish.
 //! - [`process`]: the real `edge-agent` binary as a child process, killed on drop.
 //! - [`twin`]: `System`, a broker, a ready agent, an input client and a `te/#` observer, with the
 //!   "caught up" barrier; the one fixture of the twin's end-to-end tests (MQTT and HTTP).
@@ -22,6 +23,7 @@ pub mod http;
 pub mod mosquitto;
 pub mod mqtt;
 pub mod process;
+pub mod raw;
 pub mod scenario;
 pub mod twin;
 
