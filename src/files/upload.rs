@@ -19,8 +19,11 @@ use super::store::{Staged, Store};
 
 /// Bytes handed to the writer thread at a time.
 const BATCH: usize = 1 << 20;
-/// Batches queued for the writer: bounds the memory an upload holds to a few MiB.
+/// Batches queued for the writer (and for the hasher): bounds the memory an upload holds to a
+/// few MiB.
 const QUEUE: usize = 4;
+/// Written bytes between two background flushes of a large upload.
+const SYNC_EVERY: u64 = 32 << 20;
 
 enum Block {
     Data(Bytes),
@@ -159,32 +162,110 @@ where
     Ok(())
 }
 
-/// The writer thread: hashes and writes each block, fsyncs at the end.
+/// The writer thread: writes each block, while a hasher thread hashes it and, past
+/// [`SYNC_EVERY`], a syncer thread flushes what was written so far: the disk works while the rest
+/// of the body arrives, and the final fsync only has the tail to write.
 fn write(
     mut temp: tempfile::NamedTempFile,
     mut rx: mpsc::Receiver<Block>,
 ) -> Result<Staged, FileError> {
-    let mut hasher = Hasher::new();
+    let io = |what: &'static str| move |e| FileError::io(what, e);
+    let (hash_tx, hash_rx) = std::sync::mpsc::sync_channel::<Bytes>(QUEUE);
+    let hasher = std::thread::Builder::new()
+        .name("upload-hash".into())
+        .spawn(move || {
+            let mut hasher = Hasher::new();
+            for block in hash_rx {
+                hasher.update(&block);
+            }
+            hasher.finish()
+        })
+        .map_err(io("starting an upload's hasher"))?;
+    let mut syncer: Option<Syncer> = None;
     let mut len = 0u64;
-    loop {
+    let mut synced_at = 0u64;
+    let ended = loop {
         match rx.blocking_recv() {
             Some(Block::Data(bytes)) => {
-                hasher.update(&bytes);
-                temp.write_all(&bytes)
-                    .map_err(|e| FileError::io("writing an upload", e))?;
+                let _ = hash_tx.send(bytes.clone());
+                temp.write_all(&bytes).map_err(io("writing an upload"))?;
                 len += bytes.len() as u64;
+                if len - synced_at >= SYNC_EVERY {
+                    synced_at = len;
+                    if syncer.is_none() {
+                        syncer = Some(Syncer::start(temp.as_file())?);
+                    }
+                    if let Some(s) = &syncer {
+                        s.poke();
+                    }
+                }
             }
-            Some(Block::End) => break,
+            Some(Block::End) => break true,
             // Abandoned: dropping the temp file removes it.
-            None => return Err(FileError::BodyRead),
+            None => break false,
         }
+    };
+    drop(hash_tx);
+    let digest = hasher.join();
+    if let Some(s) = syncer {
+        s.finish()?;
     }
+    if !ended {
+        return Err(FileError::BodyRead);
+    }
+    let digest = digest.map_err(|_| {
+        FileError::io(
+            "hashing an upload",
+            std::io::Error::other("the hasher thread panicked"),
+        )
+    })?;
     temp.as_file()
         .sync_data()
-        .map_err(|e| FileError::io("syncing an upload", e))?;
+        .map_err(io("syncing an upload"))?;
     Ok(Staged {
         file: temp,
         len,
-        digest: hasher.finish(),
+        digest,
     })
+}
+
+/// A thread that runs `fdatasync` on an upload's file each time it is poked, coalescing pokes
+/// that arrive while it works.
+struct Syncer {
+    poke: std::sync::mpsc::SyncSender<()>,
+    thread: std::thread::JoinHandle<std::io::Result<()>>,
+}
+
+impl Syncer {
+    fn start(file: &std::fs::File) -> Result<Syncer, FileError> {
+        let file = file
+            .try_clone()
+            .map_err(|e| FileError::io("opening an upload for syncing", e))?;
+        let (poke, pokes) = std::sync::mpsc::sync_channel::<()>(1);
+        let thread = std::thread::Builder::new()
+            .name("upload-sync".into())
+            .spawn(move || {
+                for () in pokes {
+                    file.sync_data()?;
+                }
+                Ok(())
+            })
+            .map_err(|e| FileError::io("starting an upload's syncer", e))?;
+        Ok(Syncer { poke, thread })
+    }
+
+    fn poke(&self) {
+        let _ = self.poke.try_send(());
+    }
+
+    fn finish(self) -> Result<(), FileError> {
+        drop(self.poke);
+        match self.thread.join() {
+            Ok(result) => result.map_err(|e| FileError::io("syncing an upload", e)),
+            Err(_) => Err(FileError::io(
+                "syncing an upload",
+                std::io::Error::other("the syncer thread panicked"),
+            )),
+        }
+    }
 }
