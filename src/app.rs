@@ -1,7 +1,8 @@
 //! Wiring (issue #2 "Running"): the agent's three start-up phases and its graceful shutdown.
 //!
-//! 1. bind the HTTP listener (a taken port fails here, before anything else runs) and serve at
-//!    once: twin routes answer 503 until the state is loaded (spec/twin.md §7.3);
+//! 1. read the HTTPS certificate and key if `http.tls` is set, bind the HTTP listener (a bad
+//!    certificate or a taken port fails here, before anything else runs) and serve at once: twin
+//!    routes answer 503 until the state is loaded (spec/twin.md §7.3);
 //! 2. load the persisted twin, then build the MQTT connection with the last will;
 //! 3. spawn the connection and the twin's owner task.
 //!
@@ -18,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::files::{OpenError, Store as FileStore};
+use crate::http::tls::{self, TlsError};
 use crate::mqtt::{self, Connection, MqttError};
 use crate::readiness::{self, Readiness};
 use crate::twin::persist::{Persist, PersistError};
@@ -31,6 +33,8 @@ const GRACE: Duration = Duration::from_secs(4);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    #[error("invalid HTTPS settings (http.tls)")]
+    HttpTls(#[from] TlsError),
     #[error("cannot listen on {addr}")]
     Bind {
         addr: SocketAddr,
@@ -68,6 +72,7 @@ pub struct Agent {
 
 /// Starts the agent: binds, loads the twin, connects. Must run inside a multi-thread runtime.
 pub async fn start(config: Config) -> Result<Agent, StartError> {
+    let tls = config.http.tls.as_ref().map(tls::acceptor).transpose()?;
     let listener = crate::http::bind(config.http.bind).map_err(|source| StartError::Bind {
         addr: config.http.bind,
         source,
@@ -87,6 +92,7 @@ pub async fn start(config: Config) -> Result<Agent, StartError> {
         listener,
         handle,
         files.clone(),
+        tls,
         http_stop.clone(),
     ));
     tokio::spawn(crate::files::sweep_task(files.clone(), http_stop.clone()));

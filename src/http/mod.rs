@@ -7,6 +7,8 @@
 //! parsed by hand (`path`), because warp neither percent-decodes segments nor matches empty ones.
 //! Statuses of errors are chosen in `error` only; body limits and parsers are in `body`. The
 //! twin itself is reached through a [`TwinHandle`], which also applies the write and loading gates.
+//! The accept loop (connections, HTTP/1.1, graceful shutdown) is `server`'s, HTTPS settings are
+//! `tls`'s: warp 0.4 has no TLS.
 //!
 //! The file transfer routes (`/te/v1/files`, issue #3) are in `files`, over a [`Store`].
 
@@ -16,8 +18,10 @@ mod error;
 mod files;
 mod path;
 mod probes;
+mod server;
 #[cfg(test)]
 mod tests;
+pub mod tls;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -25,6 +29,7 @@ use std::net::SocketAddr;
 use futures_util::{Stream, StreamExt};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use warp::http::header::{HeaderValue, CONTENT_TYPE};
 use warp::http::StatusCode;
@@ -50,22 +55,22 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::from_std(socket.into())
 }
 
-/// Serves the routes on `listener` until `shutdown` is cancelled, then lets the requests in
-/// flight finish.
+/// Serves the routes on `listener`, over HTTPS only when `tls` is given, until `shutdown` is
+/// cancelled, then lets the requests in flight finish.
 pub async fn serve(
     listener: TcpListener,
     twin: TwinHandle,
     files: Store,
+    tls: Option<TlsAcceptor>,
     shutdown: CancellationToken,
 ) {
     if let Ok(addr) = listener.local_addr() {
-        tracing::info!(%addr, "http server listening");
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        tracing::info!(%addr, scheme, "http server listening");
     }
-    warp::serve(routes(twin, files))
-        .incoming(listener)
-        .graceful(shutdown.cancelled_owned())
-        .run()
-        .await;
+    let service =
+        hyper_util::service::TowerToHyperService::new(warp::service(routes(twin, files)));
+    server::run(listener, service, tls, shutdown).await;
     tracing::info!("http server stopped");
 }
 

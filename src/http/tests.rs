@@ -864,6 +864,7 @@ async fn a_chunked_body_is_cut_off_at_the_limit_while_reading() {
         listener,
         fake.twin.clone(),
         fake.files.clone(),
+        None,
         shutdown.clone(),
     ));
 

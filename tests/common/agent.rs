@@ -67,6 +67,8 @@ pub struct TestAgent {
     dir: TempDir,
     pub config: Config,
     base: String,
+    /// How this test reaches an HTTPS agent; `None` for plain HTTP.
+    client_tls: Option<http::ClientTls>,
 }
 
 impl TestAgent {
@@ -82,6 +84,23 @@ impl TestAgent {
         agent
     }
 
+    /// Starts with a config adjusted by `adjust`, which must set `http.tls`, and waits until
+    /// `/readyz` answers 200 to a client with `client_tls`.
+    pub async fn start_https(
+        broker: &Broker,
+        client_tls: http::ClientTls,
+        adjust: impl FnOnce(&mut Config),
+    ) -> TestAgent {
+        let mut agent = Self::launch_with(broker, adjust).await;
+        assert!(
+            agent.config.http.tls.is_some(),
+            "start_https needs http.tls"
+        );
+        agent.client_tls = Some(client_tls);
+        agent.wait_ready().await;
+        agent
+    }
+
     /// Starts without waiting for readiness (broker down, slow sync…).
     pub async fn launch_with(broker: &Broker, adjust: impl FnOnce(&mut Config)) -> TestAgent {
         super::init_tracing();
@@ -89,15 +108,17 @@ impl TestAgent {
         let mut config = config(broker.port(), dir.path());
         adjust(&mut config);
         let agent = app::start(config.clone()).await.expect("the agent starts");
-        let base = format!("http://{}", agent.http_addr());
+        let base = base_url(&config, &agent);
         TestAgent {
             agent: Some(agent),
             dir,
             config,
             base,
+            client_tls: None,
         }
     }
 
+    /// `http://` + the bound address, or `https://` when `http.tls` is set.
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
     }
@@ -111,6 +132,14 @@ impl TestAgent {
         self.agent().http_addr()
     }
 
+    /// A client for this agent: plain, or with the trust and identity given to `start_https`.
+    pub fn client(&self) -> reqwest::Client {
+        match &self.client_tls {
+            Some(tls) => tls.client(),
+            None => http::client(),
+        }
+    }
+
     pub fn data_dir(&self) -> &Path {
         self.dir.path()
     }
@@ -122,8 +151,8 @@ impl TestAgent {
     pub async fn wait_ready(&self) {
         let url = self.url("/readyz");
         super::wait_until("the agent to be ready", Duration::from_secs(20), || {
-            let url = url.clone();
-            async move { http::get(&url).await.status == 200 }
+            let request = self.client().get(&url);
+            async move { http::send(request).await.status == 200 }
         })
         .await;
     }
@@ -152,7 +181,7 @@ impl TestAgent {
         let agent = app::start(self.config.clone())
             .await
             .expect("the agent starts again");
-        self.base = format!("http://{}", agent.http_addr());
+        self.base = base_url(&self.config, &agent);
         self.agent = Some(agent);
     }
 
@@ -162,6 +191,15 @@ impl TestAgent {
         self.relaunch().await;
         self.wait_ready().await;
     }
+}
+
+fn base_url(config: &Config, agent: &Agent) -> String {
+    let scheme = if config.http.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    format!("{scheme}://{}", agent.http_addr())
 }
 
 impl Drop for TestAgent {

@@ -1,6 +1,7 @@
 //! Test certificates, made at run time with the `openssl` command in a private temp dir, so no
 //! key or certificate is ever committed: a CA, a server certificate for `127.0.0.1` and
-//! `localhost` and a client certificate (both signed by that CA), and a second, unrelated CA.
+//! `localhost` and a client certificate (both signed by that CA), and a second, unrelated CA
+//! with a client certificate of its own.
 //!
 //! The keys are ECDSA P-256, which rustls and mosquitto's OpenSSL both accept and which take
 //! milliseconds to generate, so every test makes its own set. The certificates are valid for
@@ -35,7 +36,8 @@ pub struct Pki {
 }
 
 impl Pki {
-    /// Generates the CA, the server and client certificates it signs, and the unrelated CA.
+    /// Generates the CA, the server and client certificates it signs, and the unrelated CA and
+    /// the client certificate that one signs.
     /// Panics with openssl's output if any step fails.
     pub fn generate() -> Pki {
         let dir = tempfile::Builder::new()
@@ -45,8 +47,15 @@ impl Pki {
         let pki = Pki { dir };
         pki.self_signed_ca("ca", "edge-agent test CA");
         pki.self_signed_ca("other-ca", "edge-agent unrelated CA");
-        pki.signed_by_ca("server", "localhost", SERVER_EXTENSIONS, "2");
-        pki.signed_by_ca("client", "edge-agent", CLIENT_EXTENSIONS, "3");
+        pki.signed_by_ca("ca", "server", "localhost", SERVER_EXTENSIONS, "2");
+        pki.signed_by_ca("ca", "client", "edge-agent", CLIENT_EXTENSIONS, "3");
+        pki.signed_by_ca(
+            "other-ca",
+            "other-client",
+            "edge-agent",
+            CLIENT_EXTENSIONS,
+            "4",
+        );
         pki
     }
 
@@ -76,6 +85,16 @@ impl Pki {
         self.file("client.key")
     }
 
+    /// A client certificate signed by [`Pki::other_ca`], with the same subject as
+    /// [`Pki::client_cert`]: only its issuer is wrong.
+    pub fn other_client_cert(&self) -> PathBuf {
+        self.file("other-client.pem")
+    }
+
+    pub fn other_client_key(&self) -> PathBuf {
+        self.file("other-client.key")
+    }
+
     fn file(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
@@ -90,7 +109,16 @@ impl Pki {
         openssl(self.dir.path(), &args);
     }
 
-    fn signed_by_ca(&self, name: &str, common_name: &str, extensions: &str, serial: &str) {
+    /// A certificate `name` signed by the CA `ca` (made by `self_signed_ca`).
+    fn signed_by_ca(
+        &self,
+        ca: &str,
+        name: &str,
+        common_name: &str,
+        extensions: &str,
+        serial: &str,
+    ) {
+        let (ca_cert, ca_key) = (format!("{ca}.pem"), format!("{ca}.key"));
         let subject = format!("/CN={common_name}");
         let (key, csr, cert, ext) = (
             format!("{name}.key"),
@@ -110,9 +138,9 @@ impl Pki {
                 "-in",
                 &csr,
                 "-CA",
-                "ca.pem",
+                &ca_cert,
                 "-CAkey",
-                "ca.key",
+                &ca_key,
                 "-set_serial",
                 serial,
                 "-days",

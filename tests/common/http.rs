@@ -4,7 +4,10 @@
 //! Each call builds its own `reqwest::Client`: a pooled client must not outlive the tokio
 //! runtime of the test that used it, and every `#[tokio::test]` has its own runtime.
 //! Transport failures panic (naming the method and URL); use [`try_send`] to observe them.
+//! For HTTPS, [`ClientTls`] says what a client trusts and presents; build requests on
+//! [`ClientTls::client`] and pass them to [`send`] or [`try_send`].
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -57,6 +60,52 @@ pub fn client() -> reqwest::Client {
         .timeout(TIMEOUT)
         .build()
         .expect("cannot build the reqwest client")
+}
+
+/// An HTTPS client's trust and identity: it trusts only the CA certificates in `ca` (not the
+/// system's) and presents `identity` (certificate file, key file) when the server asks.
+#[derive(Clone, Debug)]
+pub struct ClientTls {
+    pub ca: PathBuf,
+    pub identity: Option<(PathBuf, PathBuf)>,
+}
+
+impl ClientTls {
+    /// Trusts `ca`, presents no certificate.
+    pub fn trusting(ca: impl Into<PathBuf>) -> ClientTls {
+        ClientTls {
+            ca: ca.into(),
+            identity: None,
+        }
+    }
+
+    /// Also presents the certificate in `cert` with the key in `key`.
+    pub fn with_identity(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> ClientTls {
+        self.identity = Some((cert.into(), key.into()));
+        self
+    }
+
+    /// A client like [`client()`], with this trust and identity.
+    pub fn client(&self) -> reqwest::Client {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let ca = reqwest::Certificate::from_pem_bundle(&read_pem(&self.ca))
+            .unwrap_or_else(|e| panic!("{} is not a PEM bundle: {e}", self.ca.display()));
+        let mut builder = reqwest::Client::builder()
+            .timeout(TIMEOUT)
+            .tls_certs_only(ca);
+        if let Some((cert, key)) = &self.identity {
+            let mut pem = read_pem(cert);
+            pem.extend(read_pem(key));
+            let identity = reqwest::Identity::from_pem(&pem)
+                .unwrap_or_else(|e| panic!("{} + {}: {e}", cert.display(), key.display()));
+            builder = builder.identity(identity);
+        }
+        builder.build().expect("cannot build the reqwest client")
+    }
+}
+
+fn read_pem(path: &Path) -> Vec<u8> {
+    std::fs::read(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
 }
 
 pub async fn get(url: &str) -> Response {

@@ -1,0 +1,163 @@
+//! The HTTP server's accept loop (issue #3 "TLS"): connections in, HTTP/1.1 out, with TLS when
+//! an acceptor is given.
+//!
+//! warp 0.4 has no TLS and keeps its accept machinery private, so this loop replaces
+//! `warp::serve(..).incoming(..)`: it accepts on the listener `http::bind` made (accepted sockets
+//! inherit its `TCP_NODELAY`), spawns one task per connection, and there runs the TLS handshake
+//! (bounded by [`HANDSHAKE_TIMEOUT`]) and hyper's HTTP/1.1 connection with keep-alive and a
+//! header read timeout. A failed accept (EMFILE…) is logged and retried after a growing pause.
+//! On shutdown it stops accepting, abandons handshakes, closes idle keep-alive connections and
+//! waits for the requests in flight; the caller bounds that wait (`app`'s grace period).
+//!
+//! Not here: what is served (the service comes in ready-made) and what the TLS settings are
+//! (`tls`).
+
+use std::error::Error as StdError;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use hyper::body::{Body, Incoming};
+use hyper::server::conn::http1;
+use hyper::service::Service;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+
+/// The longest a client may take to complete the TLS handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest a client may take to send a request's headers; idle keep-alive connections
+/// are closed after this too.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// The pause after a failed accept doubles from the first value up to the second, and resets on
+/// the next accepted connection: the failure (out of file descriptors) lasts until others close.
+const ACCEPT_BACKOFF: (Duration, Duration) = (Duration::from_millis(10), Duration::from_secs(1));
+
+type BoxError = Box<dyn StdError + Send + Sync>;
+
+/// Serves `service` on every connection accepted on `listener`, through `tls` when given,
+/// until `shutdown` is cancelled; returns once the requests in flight have been answered.
+pub async fn run<S, B>(
+    listener: TcpListener,
+    service: S,
+    tls: Option<TlsAcceptor>,
+    shutdown: CancellationToken,
+) where
+    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let graceful = GracefulShutdown::new();
+    let mut backoff = ACCEPT_BACKOFF.0;
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = shutdown.cancelled() => break,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                backoff = ACCEPT_BACKOFF.0;
+                let task = connection(
+                    stream,
+                    peer,
+                    tls.clone(),
+                    service.clone(),
+                    graceful.watcher(),
+                    shutdown.clone(),
+                );
+                tokio::spawn(task);
+            }
+            // The peer gave up before we took its connection: nothing to wait for.
+            Err(e) if is_connection_error(&e) => {
+                tracing::debug!("a connection was aborted before it was accepted: {e}");
+            }
+            Err(e) => {
+                tracing::warn!("cannot accept connections: {e}; retrying in {backoff:?}");
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    () = shutdown.cancelled() => break,
+                }
+                backoff = (backoff * 2).min(ACCEPT_BACKOFF.1);
+            }
+        }
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
+
+/// One connection, in its own task: the handshake, then HTTP until either side closes it or
+/// the graceful shutdown has let its last request finish.
+async fn connection<S, B>(
+    stream: TcpStream,
+    peer: SocketAddr,
+    tls: Option<TlsAcceptor>,
+    service: S,
+    watcher: Watcher,
+    shutdown: CancellationToken,
+) where
+    S: Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let Some(acceptor) = tls else {
+        return http(stream, peer, service, watcher).await;
+    };
+    let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream));
+    let stream = tokio::select! {
+        result = handshake => match result {
+            Ok(Ok(stream)) => stream,
+            // A client that does not trust us, or that we do not trust, or that speaks plain
+            // HTTP: the client's problem, and possibly frequent.
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, "TLS handshake failed: {e}");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "TLS handshake timed out after {HANDSHAKE_TIMEOUT:?}");
+                return;
+            }
+        },
+        // No request has started yet: nothing to finish.
+        () = shutdown.cancelled() => return,
+    };
+    http(stream, peer, service, watcher).await;
+}
+
+async fn http<I, S, B>(io: I, peer: SocketAddr, service: S, watcher: Watcher)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let connection = http1::Builder::new()
+        .keep_alive(true)
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .serve_connection(TokioIo::new(io), service);
+    // Resets, timeouts and malformed requests are the client's business.
+    if let Err(e) = watcher.watch(connection).await {
+        tracing::debug!(%peer, "HTTP connection ended: {e}");
+    }
+}
+
+/// Errors of `accept` that concern one connection only, not the listener.
+fn is_connection_error(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    matches!(
+        e.kind(),
+        ConnectionAborted | ConnectionRefused | ConnectionReset
+    )
+}
