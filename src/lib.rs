@@ -10,7 +10,8 @@
 //!   the task that owns them.
 //! - [`mqtt`]: the broker connection: options, the event-loop task, acknowledged publishing.
 //! - [`files`]: the file transfer store: safe paths, atomic uploads, digests, ranges, quota.
-//! - [`http`]: the warp server: the entity API, our extensions, health and readiness.
+//! - [`http`]: the warp server on its own accept loop (HTTP/1.1, optional TLS): the entity API,
+//!   our extensions, health and readiness.
 //! - [`readiness`]: the readiness value shared by the MQTT task and the HTTP layer.
 #![forbid(unsafe_code)]
 

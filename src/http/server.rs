@@ -161,3 +161,96 @@ fn is_connection_error(e: &std::io::Error) -> bool {
         ConnectionAborted | ConnectionRefused | ConnectionReset
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+    use std::sync::Arc;
+
+    use hyper::service::service_fn;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::sync::{oneshot, Mutex};
+
+    use super::*;
+
+    const WAIT: Duration = Duration::from_secs(10);
+
+    /// Reads one answer, up to and including `body`.
+    async fn read_answer(stream: &mut TcpStream, body: &str) -> String {
+        let mut answer = Vec::new();
+        let mut chunk = [0u8; 1024];
+        while !answer.ends_with(body.as_bytes()) {
+            let n = tokio::time::timeout(WAIT, stream.read(&mut chunk))
+                .await
+                .expect("an answer within 10 s")
+                .expect("the answer is read");
+            assert_ne!(n, 0, "closed before the answer was complete");
+            answer.extend_from_slice(&chunk[..n]);
+        }
+        String::from_utf8_lossy(&answer).into_owned()
+    }
+
+    /// Reads until the peer closes the connection.
+    async fn read_to_close(stream: &mut TcpStream) -> String {
+        let mut answer = Vec::new();
+        tokio::time::timeout(WAIT, stream.read_to_end(&mut answer))
+            .await
+            .expect("the server closes the connection within 10 s")
+            .expect("the answer is read");
+        String::from_utf8_lossy(&answer).into_owned()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn shutdown_closes_idle_connections_and_finishes_requests_in_flight() {
+        let listener = crate::http::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        // `/slow` tells the test it has started, then answers when the test releases it.
+        let (started_tx, started_rx) = oneshot::channel::<()>();
+        let (release_tx, release_rx) = oneshot::channel::<()>();
+        let hooks = Arc::new(Mutex::new(Some((started_tx, release_rx))));
+        let service = service_fn(move |request: Request<Incoming>| {
+            let hooks = hooks.clone();
+            async move {
+                if request.uri().path() == "/slow" {
+                    if let Some((started, release)) = hooks.lock().await.take() {
+                        let _ = started.send(());
+                        let _ = release.await;
+                    }
+                }
+                Ok::<_, Infallible>(Response::new(format!("done {}", request.uri().path())))
+            }
+        });
+        let shutdown = CancellationToken::new();
+        let server = tokio::spawn(run(listener, service, None, shutdown.clone()));
+
+        let mut idle = TcpStream::connect(addr).await.unwrap();
+        idle.write_all(b"GET /fast HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let answer = read_answer(&mut idle, "done /fast").await;
+        assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+        let mut busy = TcpStream::connect(addr).await.unwrap();
+        busy.write_all(b"GET /slow HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        tokio::time::timeout(WAIT, started_rx)
+            .await
+            .expect("the slow request starts within 10 s")
+            .unwrap();
+
+        shutdown.cancel();
+        // The idle keep-alive connection is closed without another answer.
+        assert_eq!(read_to_close(&mut idle).await, "");
+        // The request in flight is answered whole, and its connection then closed.
+        release_tx.send(()).unwrap();
+        let answer = read_to_close(&mut busy).await;
+        assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+        assert!(answer.ends_with("\r\n\r\ndone /slow"), "{answer}");
+        tokio::time::timeout(WAIT, server)
+            .await
+            .expect("the server stops within 10 s")
+            .unwrap();
+        let refused = TcpStream::connect(addr).await.unwrap_err();
+        assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
+    }
+}
