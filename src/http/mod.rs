@@ -68,8 +68,7 @@ pub async fn serve(
         let scheme = if tls.is_some() { "https" } else { "http" };
         tracing::info!(%addr, scheme, "http server listening");
     }
-    let service =
-        hyper_util::service::TowerToHyperService::new(warp::service(routes(twin, files)));
+    let service = hyper_util::service::TowerToHyperService::new(warp::service(routes(twin, files)));
     server::run(listener, service, tls, shutdown).await;
     tracing::info!("http server stopped");
 }
