@@ -1,11 +1,14 @@
 //! The command line (clap derive): `edge-agent [--config FILE] <command>`.
 //!
-//! Only the grammar lives here. What the commands do is `main`'s business, and where the
+//! Only the grammar lives here (`files` REMOTE arguments are parsed into
+//! [`crate::client::Remote`]s, so a bad path is a usage error). What the commands do is `main`'s business, and where the
 //! configuration comes from when `--config` is absent is [`crate::config::load`]'s.
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+
+use crate::client::{Base, Remote};
 
 #[derive(Debug, Parser)]
 #[command(name = "edge-agent", version, about)]
@@ -18,6 +21,8 @@ pub struct Cli {
     pub command: Command,
 }
 
+// `Files` carries URLs; the value is built once per process, so its size does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, PartialEq, Eq, Subcommand)]
 pub enum Command {
     /// Connect to the broker, keep the digital twin and serve the HTTP API, until SIGINT or SIGTERM
@@ -27,6 +32,42 @@ pub enum Command {
         #[command(subcommand)]
         action: ConfigAction,
     },
+    /// Move files to and from an agent's file transfer service (/te/v1/files)
+    Files {
+        #[command(flatten)]
+        options: FilesOptions,
+        #[command(subcommand)]
+        action: FilesAction,
+    },
+}
+
+/// Where the agent is and how to trust it; accepted before or after the `files` action.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Args)]
+pub struct FilesOptions {
+    /// The agent's base URL, e.g. http://gateway:8000 [default: http.public_url of the configuration]
+    #[arg(long, global = true, value_name = "BASE")]
+    pub url: Option<Base>,
+    /// Trust only this CA (PEM) for an HTTPS agent, instead of the system's roots
+    #[arg(long, global = true, value_name = "PEM")]
+    pub ca_file: Option<PathBuf>,
+    /// A client certificate (PEM), for an agent that requires one; needs --key-file
+    #[arg(long, global = true, value_name = "PEM", requires = "key_file")]
+    pub cert_file: Option<PathBuf>,
+    /// The client certificate's private key (PEM); needs --cert-file
+    #[arg(long, global = true, value_name = "PEM", requires = "cert_file")]
+    pub key_file: Option<PathBuf>,
+}
+
+/// REMOTE: a path in the agent's file store (child1/firmware_update/fw.bin) or a full
+/// http(s)://…/te/v1/files/… URL.
+#[derive(Debug, PartialEq, Eq, Subcommand)]
+pub enum FilesAction {
+    /// Upload LOCAL to REMOTE, with its SHA-256 for the agent to verify
+    Put { local: PathBuf, remote: Remote },
+    /// Download REMOTE to LOCAL, resuming a partial LOCAL, and verify its SHA-256
+    Get { remote: Remote, local: PathBuf },
+    /// Delete REMOTE (also succeeds when it does not exist)
+    Rm { remote: Remote },
 }
 
 #[derive(Debug, PartialEq, Eq, Subcommand)]
@@ -85,6 +126,89 @@ mod tests {
                 action: ConfigAction::Default
             }
         );
+    }
+
+    fn files(args: &[&str]) -> (FilesOptions, FilesAction) {
+        match parse(args).unwrap().command {
+            Command::Files { options, action } => (options, action),
+            other => panic!("not a files command: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn files_put_get_and_rm_take_their_local_and_remote_arguments() {
+        let remote: Remote = "child1/fw.bin".parse().unwrap();
+        assert_eq!(
+            files(&["files", "put", "fw.bin", "child1/fw.bin"]),
+            (
+                FilesOptions::default(),
+                FilesAction::Put {
+                    local: "fw.bin".into(),
+                    remote: remote.clone()
+                }
+            )
+        );
+        assert_eq!(
+            files(&["files", "get", "child1/fw.bin", "out.bin"]).1,
+            FilesAction::Get {
+                remote: remote.clone(),
+                local: "out.bin".into()
+            }
+        );
+        assert_eq!(
+            files(&["files", "rm", "http://gw:8000/te/v1/files/child1/fw.bin"]).1,
+            FilesAction::Rm {
+                remote: "http://gw:8000/te/v1/files/child1/fw.bin".parse().unwrap()
+            }
+        );
+    }
+
+    #[test]
+    fn files_options_go_before_or_after_the_action() {
+        let expected = FilesOptions {
+            url: Some("https://gw:8000".parse().unwrap()),
+            ca_file: Some("ca.pem".into()),
+            cert_file: Some("c.pem".into()),
+            key_file: Some("k.pem".into()),
+        };
+        let (before, _) = files(&[
+            "files",
+            "--url",
+            "https://gw:8000",
+            "--ca-file",
+            "ca.pem",
+            "--cert-file",
+            "c.pem",
+            "--key-file",
+            "k.pem",
+            "rm",
+            "a",
+        ]);
+        let (after, _) = files(&[
+            "files",
+            "rm",
+            "a",
+            "--url=https://gw:8000",
+            "--ca-file",
+            "ca.pem",
+            "--cert-file",
+            "c.pem",
+            "--key-file",
+            "k.pem",
+        ]);
+        assert_eq!((before, after), (expected.clone(), expected));
+    }
+
+    #[test]
+    fn files_commands_refuse_bad_remotes_and_missing_arguments() {
+        assert!(parse(&["files", "rm", "../etc/passwd"]).is_err());
+        assert!(parse(&["files", "rm", "ftp://gw/x"]).is_err());
+        assert!(parse(&["files", "put", "only-local"]).is_err());
+        assert!(parse(&["files", "get"]).is_err());
+        assert!(parse(&["files"]).is_err());
+        assert!(parse(&["files", "rm", "a", "--cert-file", "c.pem"]).is_err());
+        assert!(parse(&["files", "rm", "a", "--key-file", "k.pem"]).is_err());
+        assert!(parse(&["files", "rm", "a", "--url", "gw:8000"]).is_err());
     }
 
     #[test]

@@ -10,6 +10,8 @@
 //!   the task that owns them.
 //! - [`mqtt`]: the broker connection: options, the event-loop task, acknowledged publishing.
 //! - [`files`]: the file transfer store: safe paths, atomic uploads, digests, ranges, quota.
+//! - [`client`]: the `files` commands' client of the file transfer service: upload, resumable
+//!   and verified download, delete, progress.
 //! - [`http`]: the warp server on its own accept loop (HTTP/1.1, optional TLS): the entity API,
 //!   our extensions, health and readiness.
 //! - [`readiness`]: the readiness value shared by the MQTT task and the HTTP layer.
@@ -17,6 +19,7 @@
 
 pub mod app;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod files;
 pub mod http;

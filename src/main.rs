@@ -1,13 +1,17 @@
 //! The `edge-agent` binary, in three phases (STYLE.md, linkerd's model): load and validate the
 //! config (a bad config exits with 64), bind and load (a failure exits with 1), then run until
 //! SIGINT or SIGTERM and shut down gracefully (exit 0). `anyhow` lives here and nowhere below.
+//! The `files` commands are a client: 0 on success, 1 on any failure, 64 when the configuration
+//! they need (for `http.public_url`) is invalid.
 #![forbid(unsafe_code)]
 
+use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use edge_agent::cli::{Cli, Command, ConfigAction};
+use edge_agent::cli::{Cli, Command, ConfigAction, FilesAction, FilesOptions};
+use edge_agent::client::{self, Base, Client, TlsOptions};
 use edge_agent::config::{self, Config, LogFormat};
 
 const EXIT_CONFIG: u8 = 64;
@@ -22,6 +26,9 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let env: Vec<(String, String)> = std::env::vars().collect();
+    if let Command::Files { options, action } = cli.command {
+        return files(cli.config.as_deref(), &env, options, action);
+    }
     let config = match config::load(cli.config.as_deref(), &env) {
         Ok(config) => config,
         Err(error) => {
@@ -35,6 +42,7 @@ fn main() -> ExitCode {
             print!("{}", config.to_yaml_masked());
             ExitCode::SUCCESS
         }
+        Command::Files { .. } => unreachable!("handled before the configuration is loaded"),
         Command::Run => match run(config) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
@@ -71,6 +79,75 @@ fn run(config: Config) -> anyhow::Result<()> {
         }
         Ok(())
     })
+}
+
+/// `files put|get|rm`: the configuration is read only when REMOTE is a store path and no
+/// `--url` is given, for `http.public_url`.
+fn files(
+    config_path: Option<&Path>,
+    env: &[(String, String)],
+    options: FilesOptions,
+    action: FilesAction,
+) -> ExitCode {
+    let remote = match &action {
+        FilesAction::Put { remote, .. } | FilesAction::Get { remote, .. } => remote,
+        FilesAction::Rm { remote } => remote,
+    };
+    let base = match options.url {
+        Some(base) => Some(base),
+        None if remote.needs_base() => match public_url(config_path, env) {
+            Ok(base) => Some(base),
+            Err(error) => {
+                eprintln!("edge-agent: {error:#}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        },
+        None => None,
+    };
+    let Some(url) = remote.url(base.as_ref()) else {
+        eprintln!("edge-agent: no base URL for {remote}");
+        return ExitCode::from(EXIT_CONFIG);
+    };
+    let tls = TlsOptions {
+        ca_file: options.ca_file,
+        identity: options.cert_file.zip(options.key_file),
+    };
+    let outcome = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+        .and_then(|runtime| {
+            runtime.block_on(async {
+                // Before the client is built: rustls needs exactly one crypto provider.
+                let _ = rustls::crypto::ring::default_provider().install_default();
+                let client = Client::new(&tls, client::Style::detect())?;
+                Ok(match action {
+                    FilesAction::Put { local, .. } => client.put(&local, &url).await?.to_string(),
+                    FilesAction::Get { local, .. } => client.get(&url, &local).await?.to_string(),
+                    FilesAction::Rm { .. } => client.rm(&url).await?.to_string(),
+                })
+            })
+        });
+    match outcome {
+        Ok(line) => {
+            println!("{line}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("edge-agent: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The configuration's `http.public_url`, as a base URL.
+fn public_url(config_path: Option<&Path>, env: &[(String, String)]) -> anyhow::Result<Base> {
+    let config = config::load(config_path, env)?;
+    config
+        .http
+        .public_url
+        .parse()
+        .with_context(|| format!("invalid http.public_url {:?}", config.http.public_url))
 }
 
 /// SIGINT and SIGTERM, as one future.
