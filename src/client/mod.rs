@@ -6,6 +6,7 @@
 //! - `put`: uploading a local file, streamed, with its SHA-256 for the server to check.
 //! - `get`: downloading to a local file, streamed; resuming a partial one; verifying the digest.
 //! - `rm`: deleting a remote file.
+//! - `local`: a local file's SHA-256 (or its prefix's) in one pass, on the blocking pool.
 //! - `progress`: the progress bar or plain lines on stderr.
 //! - `error`: what a command fails with.
 //!
