@@ -7,7 +7,10 @@
 //! `GET /te/v1/entities` lists all 10,002); RSS after it; query latency with 10,000 entities;
 //! ingest of 200,000 QoS 1 measurements over 1,000 children, against a rumqttc subscriber that
 //! only counts (the baseline) and mosquitto_sub (second reference), each on its own copy of the
-//! stream; start-up time with 10,000 persisted entities; the stripped binary's size.
+//! stream; start-up time with 10,000 persisted entities; the stripped binary's size. Then the
+//! file transfer figures of issue #3 against nginx (`files.rs`).
+
+mod files;
 
 #[path = "../common/mosquitto.rs"]
 #[allow(dead_code)]
@@ -315,6 +318,7 @@ async fn run() {
         "<= 10 MiB",
         Some(size <= 10 * 1024 * 1024),
     ));
+    rows.extend(files::run(&binary).await);
     print_table(&rows);
 }
 
