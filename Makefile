@@ -28,9 +28,10 @@ lint:
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
 
+# `make bench ONLY=files` runs only the file transfer figures.
 bench:
 	cargo build --release --bin edge-agent
-	cargo run --release --example bench
+	BENCH_ONLY=$(ONLY) cargo run --release --example bench
 
 clean:
 	cargo clean

@@ -156,19 +156,25 @@ async fn with_a_client_ca_only_clients_with_a_certificate_from_it_are_served() {
     let healthz = http::send(with_cert.client().get(agent.url("/healthz"))).await;
     assert_json(&healthz, 200, &json!({"status":"alive"}));
 
-    // TLS 1.3: the client learns of the refusal when it sends the request.
+    // TLS 1.3: the client learns of the refusal when it sends the request; under load the
+    // server's close can overtake its alert, and the client then sees the reset instead.
     let error = refused(&agent, ClientTls::trusting(pki.ca()).client()).await;
-    assert_eq!(
-        error,
-        "client error (SendRequest): connection error: received fatal alert: CertificateRequired"
+    assert!(
+        error
+            == "client error (SendRequest): connection error: received fatal alert: CertificateRequired"
+            || error.contains("Connection reset by peer")
+            || error.contains("Broken pipe"),
+        "{error}"
     );
 
     let other = ClientTls::trusting(pki.ca())
         .with_identity(pki.other_client_cert(), pki.other_client_key());
     let error = refused(&agent, other.client()).await;
-    assert_eq!(
-        error,
-        "client error (SendRequest): connection error: received fatal alert: UnknownCA"
+    assert!(
+        error == "client error (SendRequest): connection error: received fatal alert: UnknownCA"
+            || error.contains("Connection reset by peer")
+            || error.contains("Broken pipe"),
+        "{error}"
     );
 }
 
@@ -284,5 +290,85 @@ async fn https_settings_are_checked_before_the_listener_is_bound() {
             pki.client_key().display(),
             pki.server_cert().display()
         )
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_move_over_https_with_a_client_certificate_by_api_and_by_cli() {
+    let pki = Pki::generate();
+    let broker = Broker::start().await;
+    let with_cert =
+        ClientTls::trusting(pki.ca()).with_identity(pki.client_cert(), pki.client_key());
+    let agent = https_agent(&broker, &pki, with_cert.clone(), true).await;
+    assert!(
+        agent.config.http.public_url.starts_with("https://")
+            || agent.url("/").starts_with("https://")
+    );
+
+    let client = with_cert.client();
+    let url = agent.url("/te/v1/files/child1/firmware_update/fw.bin");
+    let res = http::send(client.put(&url).body(vec![7u8; 100_000])).await;
+    assert_eq!((res.status, res.text()), (201, ""));
+    let res = http::send(client.get(&url).header("range", "bytes=99990-")).await;
+    assert_eq!((res.status, res.body.as_ref()), (206, &[7u8; 10][..]));
+
+    // The CLI, trusting the CA and presenting the client certificate.
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("fw.bin");
+    let base = agent.url("");
+    let tls_args = |args: &[&str]| -> Vec<std::ffi::OsString> {
+        let mut v: Vec<std::ffi::OsString> = args.iter().map(Into::into).collect();
+        for (flag, path) in [
+            ("--ca-file", pki.ca()),
+            ("--cert-file", pki.client_cert()),
+            ("--key-file", pki.client_key()),
+        ] {
+            v.push(flag.into());
+            v.push(path.into_os_string());
+        }
+        v.push("--url".into());
+        v.push(base.clone().into());
+        v
+    };
+    let got = common::process::run(
+        &tls_args(&[
+            "files",
+            "get",
+            "child1/firmware_update/fw.bin",
+            &local.to_string_lossy(),
+        ]),
+        &[],
+    )
+    .await;
+    assert_eq!(got.code, Some(0), "{}", got.stderr);
+    assert_eq!(std::fs::read(&local).unwrap(), vec![7u8; 100_000]);
+    let rm = common::process::run(
+        &tls_args(&["files", "rm", "child1/firmware_update/fw.bin"]),
+        &[],
+    )
+    .await;
+    assert_eq!(rm.code, Some(0), "{}", rm.stderr);
+    assert_eq!(http::send(client.get(&url)).await.status, 404);
+
+    // Without the client certificate the CLI is refused, with a message and a failure code.
+    let refused = common::process::run(
+        &[
+            "files",
+            "get",
+            "child1/x",
+            &local.to_string_lossy(),
+            "--ca-file",
+            &pki.ca().to_string_lossy(),
+            "--url",
+            &base,
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(refused.code, Some(1), "{}", refused.stderr);
+    assert!(
+        refused.stderr.starts_with("edge-agent: "),
+        "{}",
+        refused.stderr
     );
 }

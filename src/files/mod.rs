@@ -8,6 +8,7 @@
 //! - `digest`: SHA-256 values and the digest header fields (pure).
 //! - `meta`: the digest record kept beside each file.
 //! - `store`: the disk: locating paths (symlinks), opening, committing, deleting, quota, sweeps.
+//! - `buffers`: the recycled blocks of an upload.
 //! - `upload`: streaming a request body into a temp file, then committing it.
 //! - `download`: streaming a file (or a range of it) into a response body.
 //! - `counters`: bytes, transfers in flight and refusals, for metrics.
@@ -15,6 +16,7 @@
 //!
 //! The HTTP routes are `http::files`'; this module knows nothing of warp but the body's error type.
 
+mod buffers;
 pub mod conditional;
 pub mod counters;
 pub mod digest;

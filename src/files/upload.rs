@@ -7,9 +7,13 @@
 
 use std::io::Write;
 
-use bytes::{Bytes, BytesMut};
+use std::sync::Arc;
+
+use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use tokio::sync::mpsc;
+
+use super::buffers::{self, Pool};
 
 use super::blocking;
 use super::digest::{Hasher, Sha256};
@@ -19,14 +23,18 @@ use super::store::{Staged, Store};
 
 /// Bytes handed to the writer thread at a time.
 const BATCH: usize = 1 << 20;
-/// Batches queued for the writer (and for the hasher): bounds the memory an upload holds to a
-/// few MiB.
-const QUEUE: usize = 4;
+/// Batches queued for the writer, and for the hasher.
+const QUEUE: usize = 2;
+/// Blocks of one upload: those queued for both threads, and the one being filled.
+const BLOCKS: usize = 2 * QUEUE + 2;
+/// How long, and how many bytes, a refused upload's body is still read (see [`linger`]).
+const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(1);
+const LINGER_BYTES: u64 = 16 << 20;
 /// Written bytes between two background flushes of a large upload.
-const SYNC_EVERY: u64 = 32 << 20;
+const SYNC_EVERY: u64 = 8 << 20;
 
 enum Block {
-    Data(Bytes),
+    Data(Arc<buffers::Block>),
     /// The body ended normally; without it a closed channel means abandoned.
     End,
 }
@@ -106,28 +114,35 @@ where
     let (tx, rx) = mpsc::channel(QUEUE);
     let writer = tokio::task::spawn_blocking(move || write(temp, rx));
 
+    let started = std::time::Instant::now();
     let mut body = body;
-    let mut batch = BytesMut::with_capacity(BATCH);
+    let mut pool = Pool::new(BLOCKS, BATCH);
+    let mut batch = pool.take().await;
     let mut total: u64 = 0;
-    while let Some(chunk) = body.next().await {
+    'body: while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(|e| {
             tracing::info!(%path, "upload interrupted: {e}");
             FileError::BodyRead
         })?;
         total += chunk.len() as u64;
         if total > limit {
-            return Err(too_large());
+            return Err(linger(&mut body, too_large()).await);
         }
         if total > reservation.bytes && !reservation.grow(total - reservation.bytes) {
-            return Err(over_quota());
+            return Err(linger(&mut body, over_quota()).await);
         }
         store.counters().received(chunk.len() as u64);
-        batch.extend_from_slice(&chunk);
-        if batch.len() >= BATCH {
-            let full = batch.split().freeze();
-            batch.reserve(BATCH);
-            if tx.send(Block::Data(full)).await.is_err() {
-                break;
+        let mut rest: &[u8] = &chunk;
+        while !rest.is_empty() {
+            let n = (pool.size() - batch.len()).min(rest.len());
+            batch.extend_from_slice(&rest[..n]);
+            rest = &rest[n..];
+            if batch.len() == pool.size() {
+                let full = std::mem::replace(&mut batch, pool.take().await);
+                if tx.send(Block::Data(pool.share(full))).await.is_err() {
+                    // The writer failed; its error is collected below.
+                    break 'body;
+                }
             }
         }
     }
@@ -135,10 +150,11 @@ where
         return Err(FileError::BodyRead);
     }
     if !batch.is_empty() {
-        let _ = tx.send(Block::Data(batch.freeze())).await;
+        let _ = tx.send(Block::Data(pool.share(batch))).await;
     }
     let _ = tx.send(Block::End).await;
     drop(tx);
+    let received = started.elapsed();
     let staged = match writer.await {
         Ok(result) => result?,
         Err(e) => {
@@ -148,6 +164,7 @@ where
             ))
         }
     };
+    let flushed = started.elapsed();
     if let Some(expected) = expected.iter().find(|e| **e != staged.digest) {
         return Err(FileError::DigestMismatch {
             expected: *expected,
@@ -158,8 +175,35 @@ where
     let p = path.clone();
     blocking(move || s.commit(&p, staged)).await?;
     store.counters().stored();
-    tracing::debug!(%path, bytes = total, "file stored");
+    tracing::debug!(
+        %path,
+        bytes = total,
+        receive_ms = received.as_millis() as u64,
+        total_ms = started.elapsed().as_millis() as u64,
+        flushed_ms = flushed.as_millis() as u64,
+        "file stored"
+    );
     Ok(())
+}
+
+/// Reads and discards what is left of a refused body, for a bounded time and size, before the
+/// refusal is sent: a client still sending then reads the answer instead of a connection reset
+/// (closing a socket with unread data resets it), as nginx's lingering close does.
+async fn linger<S>(body: &mut S, error: FileError) -> FileError
+where
+    S: Stream<Item = Result<Bytes, warp::Error>> + Send + Unpin,
+{
+    let mut left = LINGER_BYTES;
+    let drain = async {
+        while let Some(Ok(chunk)) = body.next().await {
+            left = left.saturating_sub(chunk.len() as u64);
+            if left == 0 {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER_TIME, drain).await;
+    error
 }
 
 /// The writer thread: writes each block, while a hasher thread hashes it and, past
@@ -170,7 +214,7 @@ fn write(
     mut rx: mpsc::Receiver<Block>,
 ) -> Result<Staged, FileError> {
     let io = |what: &'static str| move |e| FileError::io(what, e);
-    let (hash_tx, hash_rx) = std::sync::mpsc::sync_channel::<Bytes>(QUEUE);
+    let (hash_tx, hash_rx) = std::sync::mpsc::sync_channel::<Arc<buffers::Block>>(QUEUE);
     let hasher = std::thread::Builder::new()
         .name("upload-hash".into())
         .spawn(move || {
@@ -187,7 +231,7 @@ fn write(
     let ended = loop {
         match rx.blocking_recv() {
             Some(Block::Data(bytes)) => {
-                let _ = hash_tx.send(bytes.clone());
+                let _ = hash_tx.send(Arc::clone(&bytes));
                 temp.write_all(&bytes).map_err(io("writing an upload"))?;
                 len += bytes.len() as u64;
                 if len - synced_at >= SYNC_EVERY {

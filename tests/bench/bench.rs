@@ -63,6 +63,11 @@ fn row(what: &str, figure: String, target: &str, ok: Option<bool>) -> Row {
 async fn run() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let binary = agent_binary();
+    // `make bench ONLY=files`: only the file transfer figures (issue #3), for quick iterations.
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("files") {
+        print_table(&files::run(&binary).await);
+        return;
+    }
     let mut broker = mosquitto::Broker::start().await;
     let dir = tempfile::tempdir().expect("a temp dir");
     let http_port = free_port();
