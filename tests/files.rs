@@ -70,6 +70,16 @@ impl Setup {
         self.root().join(".edge-agent/tmp")
     }
 
+    /// Waits until no upload's temp file is left.
+    async fn wait_no_temp_files(&self, what: &str) {
+        let dir = self.tmp_dir();
+        common::wait_until(what, Duration::from_secs(10), || {
+            let dir = dir.clone();
+            async move { tmp_entries(&dir) == 0 }
+        })
+        .await;
+    }
+
     async fn put(&self, path: &str, body: &[u8]) -> http::Response {
         http::request(Method::PUT, &self.url(path), body.to_vec()).await
     }
@@ -375,16 +385,7 @@ async fn a_client_that_aborts_mid_upload_leaves_the_previous_file_whole() {
     wait_temp_bytes(&s, 1 << 20).await;
     assert_eq!(s.get("c/fw.bin").await.body.as_ref(), old.as_slice());
     drop(conn);
-    let dir = s.tmp_dir();
-    common::wait_until(
-        "the temp file to be removed",
-        Duration::from_secs(10),
-        || {
-            let dir = dir.clone();
-            async move { tmp_entries(&dir) == 0 }
-        },
-    )
-    .await;
+    s.wait_no_temp_files("the temp file to be removed").await;
     let res = s.get("c/fw.bin").await;
     assert_eq!(res.body.as_ref(), old.as_slice());
     assert_eq!(
@@ -664,16 +665,8 @@ async fn a_file_over_the_size_limit_is_refused_and_its_bytes_discarded() {
     conn.send(b"0\r\n\r\n").await;
     assert_eq!(conn.answer(false).await.status, 413);
     assert_eq!(s.get("c/chunked.bin").await.status, 404);
-    let dir = s.tmp_dir();
-    common::wait_until(
-        "the partial body to be discarded",
-        Duration::from_secs(10),
-        || {
-            let dir = dir.clone();
-            async move { tmp_entries(&dir) == 0 }
-        },
-    )
-    .await;
+    s.wait_no_temp_files("the partial body to be discarded")
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
