@@ -1032,6 +1032,10 @@ http:
 
     #[test]
     fn the_file_store_follows_the_data_dir_and_http_tls_must_be_complete() {
+        for dir in ["/d", "/d/twin/x", "/"] {
+            let text = format!("data_dir: /d\nfiles:\n  dir: {dir}\n");
+            assert_eq!(keys(&problems(&text, &[])), ["files.dir"], "{dir}");
+        }
         let c = from_yaml_str(
             "data_dir: /d\nhttp:\n  tls:\n    cert_file: /c\n    key_file: /k\n",
             &[],

@@ -856,3 +856,125 @@ async fn an_agent_killed_mid_upload_leaves_the_previous_file_and_sweeps_the_rest
         Some(sha256_hex(&old).as_str())
     );
 }
+
+// ---- hostile or unlucky clients (second review) ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_uploads_neither_block_other_requests_nor_pile_up_without_bound() {
+    let s = Setup::start().await;
+    s.put("c/kept.bin", b"still served").await;
+    // Every upload slot taken by a client that sends 2 bytes of 1000 and stops.
+    let mut stalled = Vec::new();
+    for i in 0..edge_agent::files::store::MAX_UPLOADS {
+        let body = vec![b'x'; 1000];
+        stalled.push(partial_upload(&s, &format!("c/stalled-{i}.bin"), &body, 2).await);
+    }
+    let counters = s.agent.agent().files().counters().clone();
+    common::wait_until("every stalled upload to be in flight", Duration::from_secs(10), || {
+        let c = counters.clone();
+        async move { c.snapshot().uploads_in_flight == edge_agent::files::store::MAX_UPLOADS as u64 }
+    })
+    .await;
+    // Reads, deletes and the twin API still answer at once.
+    let res = s.get("c/kept.bin").await;
+    assert_eq!((res.status, res.text()), (200, "still served"));
+    assert_eq!(http::delete(&s.url("c/none")).await.status, 202);
+    assert_eq!(http::get(&s.agent.url("/te/v1/entities")).await.status, 200);
+    // One upload more is refused until a slot frees.
+    let res = s.put("c/one-more.bin", b"x").await;
+    assert_plain(&res, 503, "Too many uploads in progress, retry later");
+    assert_eq!(res.header("retry-after"), Some("5"));
+    drop(stalled);
+    common::wait_until("the slots to free", Duration::from_secs(10), || {
+        let c = counters.clone();
+        async move { c.snapshot().uploads_in_flight == 0 }
+    })
+    .await;
+    assert_eq!(s.put("c/one-more.bin", b"x").await.status, 201);
+    s.wait_no_temp_files("the stalled uploads' temp files to go")
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_describes_the_whole_file_even_with_a_range() {
+    let s = Setup::start().await;
+    s.put("c/f.bin", b"0123456789").await;
+    for range in ["bytes=0-0", "bytes=9-", "bytes=100-"] {
+        let res = s
+            .raw(
+                "HEAD",
+                "/te/v1/files/c/f.bin",
+                &[&format!("range: {range}")],
+                b"",
+            )
+            .await;
+        assert_eq!(res.status, 200, "{range}");
+        assert_eq!(res.header("content-length"), Some("10"));
+        assert_eq!(res.header("content-range"), None);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stores_own_files_stay_out_of_reach_through_a_symlink_to_the_root() {
+    let s = Setup::start().await;
+    std::os::unix::fs::symlink(s.root(), s.root().join("loop")).unwrap();
+    s.put("c/f.bin", b"x").await;
+    assert_eq!(s.get("loop/c/f.bin").await.text(), "x");
+    let meta = std::fs::read_dir(s.root().join(".edge-agent/meta"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .into_owned();
+    let path = format!("loop/.edge-agent/meta/{meta}");
+    assert_plain(
+        &s.get(&path).await,
+        404,
+        &format!("Invalid file path: \"{path}\""),
+    );
+    let res = s.put("loop/.edge-agent/tmp/evil", b"x").await;
+    assert_eq!(res.status, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_too_long_for_the_file_system_is_refused_before_the_body() {
+    let s = Setup::start().await;
+    let name = "n".repeat(300);
+    let res = s.put(&format!("c/{name}"), &bytes(100_000, 20)).await;
+    assert_plain(&res, 404, &format!("Invalid file path: \"c/{name}\""));
+    assert_eq!(s.agent.agent().files().counters().snapshot().bytes_in, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn of_two_concurrent_create_only_uploads_one_wins_and_the_other_gets_412() {
+    let s = Setup::start().await;
+    let a = bytes(2 << 20, 21);
+    let b = bytes(2 << 20, 22);
+    let start = |body: &[u8]| {
+        let len = format!("content-length: {}", body.len());
+        let addr = s.agent.http_addr();
+        let first = body[..1 << 20].to_vec();
+        async move {
+            let mut conn = Conn::open(addr).await;
+            conn.head(
+                "PUT",
+                "/te/v1/files/c/once.bin",
+                &[&len, "if-none-match: *"],
+            )
+            .await;
+            conn.send(&first).await;
+            conn
+        }
+    };
+    let mut first = start(&a).await;
+    let mut second = start(&b).await;
+    wait_temp_bytes(&s, 1 << 20).await;
+    first.send(&a[1 << 20..]).await;
+    assert_eq!(first.answer(false).await.status, 201);
+    second.send(&b[1 << 20..]).await;
+    let refused = second.answer(false).await;
+    assert_raw_plain(&refused, 412, "Precondition Failed");
+    assert_eq!(s.get("c/once.bin").await.body.as_ref(), a.as_slice());
+}

@@ -66,7 +66,9 @@ pub enum ClientError {
         #[source]
         source: Transport,
     },
-    #[error("{url} answered with bytes {content_range:?}, not from byte {offset} as asked")]
+    #[error(
+        "{url} answered with bytes {content_range:?}, not from byte {offset} to the end as asked"
+    )]
     BadRange {
         url: String,
         offset: u64,

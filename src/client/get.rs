@@ -269,17 +269,24 @@ async fn receive(
     Ok((len, hasher.finish()))
 }
 
-/// A 206 must start where we asked.
+/// A 206 must start where we asked and run to the end of the file (`bytes <offset>-<n-1>/<n>`):
+/// a server that sends less would leave a short file that looks complete.
 fn check_range(url: &Url, headers: &HeaderMap, offset: u64) -> Result<(), ClientError> {
     let value = headers
         .get(CONTENT_RANGE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    let start = value
-        .strip_prefix("bytes ")
-        .and_then(|r| r.split_once('-'))
-        .and_then(|(start, _)| start.trim().parse::<u64>().ok());
-    if start == Some(offset) {
+    let parts = value.strip_prefix("bytes ").and_then(|r| {
+        let (range, total) = r.split_once('/')?;
+        let (start, end) = range.split_once('-')?;
+        Some((
+            start.trim().parse::<u64>().ok()?,
+            end.trim().parse::<u64>().ok()?,
+            total.trim().parse::<u64>().ok()?,
+        ))
+    });
+    if parts.is_some_and(|(start, end, total)| start == offset && end.checked_add(1) == Some(total))
+    {
         Ok(())
     } else {
         Err(ClientError::BadRange {
@@ -354,9 +361,14 @@ mod tests {
         assert!(check_range(&url, &h, 10).is_ok());
         assert_eq!(
             check_range(&url, &h, 11).unwrap_err().to_string(),
-            "http://gw/te/v1/files/a answered with bytes \"bytes 10-99/100\", not from byte 11 as asked"
+            "http://gw/te/v1/files/a answered with bytes \"bytes 10-99/100\", not from byte 11 to the end as asked"
         );
         assert!(check_range(&url, &HeaderMap::new(), 10).is_err());
+        // A part that stops before the end of the file is refused too.
+        h.insert(CONTENT_RANGE, "bytes 10-49/100".parse().unwrap());
+        assert!(check_range(&url, &h, 10).is_err());
+        h.insert(CONTENT_RANGE, "bytes 10-99/*".parse().unwrap());
+        assert!(check_range(&url, &h, 10).is_err());
     }
 
     #[test]

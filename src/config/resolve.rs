@@ -173,8 +173,18 @@ pub(super) fn resolve(raw: RawConfig, o: &Origins, problems: &mut Vec<Problem>) 
 
     let files_defaults = FilesConfig::in_data_dir(&data_dir);
     let files_dir = raw.files.dir.unwrap_or(files_defaults.dir);
+    let twin_dir = data_dir.join("twin");
     if files_dir.as_os_str().is_empty() {
         bad("files.dir", "must not be empty".into());
+    } else if twin_dir.starts_with(&files_dir) || files_dir.starts_with(&twin_dir) {
+        // Served over HTTP and swept by the TTL: it must not hold the persisted twin.
+        bad(
+            "files.dir",
+            format!(
+                "must not contain, or be inside, the twin's directory {}",
+                twin_dir.display()
+            ),
+        );
     }
     let max_file_bytes = raw
         .files

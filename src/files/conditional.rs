@@ -13,6 +13,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http_range_header::{EndPosition, StartPosition};
 
+/// 9999-12-31T23:59:59Z, the last instant an HTTP date can name.
+const LAST_HTTP_DATE: u64 = 253_402_300_799;
+
 /// What a stored file is compared with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Validators {
@@ -57,9 +60,11 @@ pub enum Selection {
 
 impl Validators {
     pub fn new(etag: String, modified: SystemTime) -> Validators {
+        // HTTP dates end with the year 9999 (and httpdate panics after it).
         let secs = modified
             .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+            .map_or(0, |d| d.as_secs())
+            .min(LAST_HTTP_DATE);
         Validators {
             etag,
             last_modified: UNIX_EPOCH + Duration::from_secs(secs),
@@ -177,6 +182,15 @@ mod tests {
 
     fn at(secs: u64) -> String {
         httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(secs))
+    }
+
+    #[test]
+    fn times_beyond_the_year_9999_are_clamped() {
+        let v = Validators::new(
+            ETAG.into(),
+            UNIX_EPOCH + Duration::from_secs(300_000_000_000),
+        );
+        assert_eq!(v.http_date(), "Fri, 31 Dec 9999 23:59:59 GMT");
     }
 
     #[test]

@@ -42,6 +42,7 @@ pub fn stream(file: File, start: u64, len: u64, counters: Arc<Counters>) -> Bloc
         end: start + len,
         spares: Arc::default(),
         pending: None,
+        nowait: true,
         _in_flight: counters.download(),
         counters,
     }
@@ -55,6 +56,9 @@ pub struct Blocks {
     spares: Spares,
     /// A block being read from the disk on the blocking pool.
     pending: Option<DiskRead>,
+    /// False once `preadv2(RWF_NOWAIT)` proved unusable here (a kernel before 4.14, a seccomp
+    /// filter): every block is then read on the blocking pool.
+    nowait: bool,
     counters: Arc<Counters>,
     _in_flight: InFlight,
 }
@@ -133,28 +137,27 @@ impl Stream for Blocks {
         }
         let want = usize::try_from(self.end - self.pos).map_or(BLOCK, |left| left.min(BLOCK));
         let mut buf = self.block();
-        let cached = rustix::io::preadv2(
-            &*self.file,
-            &mut [IoSliceMut::new(&mut buf[..want])],
-            self.pos,
-            ReadWriteFlags::NOWAIT,
-        );
-        match cached {
-            Ok(n) => self.sent(buf, n),
-            Err(rustix::io::Errno::AGAIN | rustix::io::Errno::OPNOTSUPP) => {
+        if self.nowait {
+            let cached = rustix::io::preadv2(
+                &*self.file,
+                &mut [IoSliceMut::new(&mut buf[..want])],
+                self.pos,
+                ReadWriteFlags::NOWAIT,
+            );
+            match cached {
+                Ok(n) => return self.sent(buf, n),
                 // Not (all) in the page cache: read it where waiting is allowed.
-                let file = self.file.clone();
-                let pos = self.pos;
-                self.pending = Some(tokio::task::spawn_blocking(move || {
-                    let n = file.read_at(&mut buf[..want], pos)?;
-                    Ok((buf, n))
-                }));
-                self.poll_next(cx)
-            }
-            Err(e) => {
-                self.pos = self.end;
-                Poll::Ready(Some(Err(e.into())))
+                Err(rustix::io::Errno::AGAIN) => {}
+                // No RWF_NOWAIT here; a real read error shows again in the blocking read.
+                Err(_) => self.nowait = false,
             }
         }
+        let file = self.file.clone();
+        let pos = self.pos;
+        self.pending = Some(tokio::task::spawn_blocking(move || {
+            let n = file.read_at(&mut buf[..want], pos)?;
+            Ok((buf, n))
+        }));
+        self.poll_next(cx)
     }
 }

@@ -45,6 +45,12 @@ pub enum FileError {
     /// 400: the body ended early or could not be read; nothing was stored.
     #[error("Upload interrupted: the request body could not be read to its end")]
     BodyRead,
+    /// 408: the body stopped arriving.
+    #[error("Upload abandoned: no bytes of the body arrived for a minute")]
+    BodyTimeout,
+    /// 503: too many uploads at once.
+    #[error("Too many uploads in progress, retry later")]
+    Busy,
     /// 412.
     #[error("Precondition Failed")]
     PreconditionFailed,
@@ -97,7 +103,8 @@ impl FileError {
             FileError::Quota { .. } => "quota",
             FileError::DiskFull => "disk_full",
             FileError::BadDigest(_) | FileError::DigestMismatch { .. } => "digest",
-            FileError::BodyRead => "body",
+            FileError::BodyRead | FileError::BodyTimeout => "body",
+            FileError::Busy => "busy",
             FileError::PreconditionFailed => "precondition",
             FileError::RangeNotSatisfiable { .. } => "range",
             FileError::MethodNotAllowed => "method",

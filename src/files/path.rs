@@ -15,6 +15,11 @@ use percent_encoding::percent_decode_str;
 /// The top-level name the store keeps its temp files and digests under; never addressable.
 pub const RESERVED: &str = ".edge-agent";
 
+/// The longest name of one segment, and of a whole path (Linux's `NAME_MAX`, and `PATH_MAX`
+/// less room for the store's own root).
+const NAME_MAX: usize = 255;
+const PATH_MAX: usize = 3072;
+
 /// A validated path inside the store: segments joined by `/`, none of them empty, `.` or `..`.
 /// The empty path is the root itself.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -50,8 +55,14 @@ impl StorePath {
             match segment {
                 "" | "." => {}
                 ".." => return Err(invalid()),
+                // Longer names than the file system takes fail only at the rename, after the
+                // whole body: refused up front.
+                s if s.len() > NAME_MAX => return Err(invalid()),
                 s => segments.push(s),
             }
+        }
+        if decoded.len() > PATH_MAX {
+            return Err(invalid());
         }
         if segments.first() == Some(&RESERVED) {
             return Err(invalid());
@@ -152,6 +163,14 @@ mod tests {
         assert_eq!(refused("a%5C..%5Cb"), r#"Invalid file path: "a\\..\\b""#);
         assert_eq!(refused("%FF%FE"), "Invalid file path: \"\u{FFFD}\u{FFFD}\"");
         assert_eq!(refused("a/.."), r#"Invalid file path: "a/..""#);
+    }
+
+    #[test]
+    fn names_longer_than_the_file_system_takes_are_refused() {
+        assert!(StorePath::parse(&"a".repeat(255)).is_ok());
+        assert!(StorePath::parse(&"a".repeat(256)).is_err());
+        let deep = vec!["abcdefgh"; 400].join("/");
+        assert!(StorePath::parse(&deep).is_err());
     }
 
     #[test]

@@ -17,6 +17,7 @@ use std::time::{Duration, SystemTime};
 
 use tempfile::NamedTempFile;
 
+use super::conditional::Validators;
 use super::counters::Counters;
 use super::digest::Sha256;
 use super::error::FileError;
@@ -41,6 +42,10 @@ pub struct OpenFile {
     pub digest: Sha256,
 }
 
+/// A write's `If-Match` / `If-None-Match` / `If-Unmodified-Since`, given the current file's
+/// validators (`None`: no file): true when the write may go ahead.
+pub type Precondition = Box<dyn FnOnce(Option<&Validators>) -> bool + Send>;
+
 /// An upload's bytes, complete, fsynced, hashed, waiting to be committed.
 pub struct Staged {
     pub file: NamedTempFile,
@@ -58,8 +63,13 @@ pub(super) struct Inner {
     used: AtomicU64,
     /// Bytes of uploads in progress.
     reserved: AtomicU64,
+    /// Uploads in progress: each holds a writer, a hasher and maybe a syncer thread.
+    uploads: Arc<tokio::sync::Semaphore>,
     pub(super) counters: Arc<Counters>,
 }
+
+/// The most uploads received at once; more get 503 with `Retry-After`.
+pub const MAX_UPLOADS: usize = 32;
 
 /// The file store: a cheap, clonable handle.
 #[derive(Clone)]
@@ -93,10 +103,16 @@ impl Store {
             commit: Mutex::new(()),
             used: AtomicU64::new(0),
             reserved: AtomicU64::new(0),
+            uploads: Arc::new(tokio::sync::Semaphore::new(MAX_UPLOADS)),
             counters: Arc::default(),
         }));
         store.sweep(SystemTime::now());
         Ok(store)
+    }
+
+    /// A place among the uploads in progress, if one is free.
+    pub fn upload_slot(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.0.uploads.clone().try_acquire_owned().ok()
     }
 
     pub fn counters(&self) -> &Arc<Counters> {
@@ -118,7 +134,13 @@ impl Store {
         let mut probe = Some(full.as_path());
         while let Some(p) = probe {
             match p.canonicalize() {
-                Ok(real) if real.starts_with(&self.0.root) => break,
+                // Inside the root, but not (through a symlink to the root) in its own files.
+                Ok(real) if real.starts_with(&self.0.root) => {
+                    if real.starts_with(self.0.root.join(RESERVED)) {
+                        return Err(InvalidPath(path.shown().to_owned()).into());
+                    }
+                    break;
+                }
                 Ok(_) => return Err(InvalidPath(path.shown().to_owned()).into()),
                 // Missing, or a parent is a file: judge the part that exists.
                 Err(_) => probe = p.parent().filter(|p| p.starts_with(&self.0.root)),
@@ -173,6 +195,28 @@ impl Store {
         })
     }
 
+    /// The validators of the file at `path`; `None` when there is none.
+    pub fn current(&self, path: &StorePath) -> Result<Option<Validators>, FileError> {
+        match self.open_read(path) {
+            Ok(file) => Ok(Some(Validators::new(file.digest.etag(), file.modified))),
+            Err(FileError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Evaluates a write's precondition against the file as it is now; under the commit lock, so
+    /// that two conditional writes cannot both pass against the same version.
+    fn check(&self, path: &StorePath, precondition: Option<Precondition>) -> Result<(), FileError> {
+        let Some(holds) = precondition else {
+            return Ok(());
+        };
+        if holds(self.current(path)?.as_ref()) {
+            Ok(())
+        } else {
+            Err(FileError::PreconditionFailed)
+        }
+    }
+
     /// Checks that `path` can take an upload, before its body is read: not the root, not a
     /// directory, no file among its parents. Returns the size of the file it replaces.
     pub fn check_upload(&self, path: &StorePath) -> Result<u64, FileError> {
@@ -217,8 +261,14 @@ impl Store {
 
     /// Makes a staged upload the file at `path`, atomically: its digest record first, then the
     /// rename, then an fsync of the directory so the new name survives a crash.
-    pub fn commit(&self, path: &StorePath, staged: Staged) -> Result<(), FileError> {
+    pub fn commit(
+        &self,
+        path: &StorePath,
+        staged: Staged,
+        precondition: Option<Precondition>,
+    ) -> Result<(), FileError> {
         let _one_at_a_time = self.0.commit.lock().unwrap_or_else(|e| e.into_inner());
+        self.check(path, precondition)?;
         let full = self.locate(path)?;
         let old_len = match fs::symlink_metadata(&full) {
             Ok(m) if m.is_dir() => {
@@ -256,12 +306,17 @@ impl Store {
     }
 
     /// Deletes the file at `path`; a missing one is fine, a directory is refused.
-    pub fn delete(&self, path: &StorePath) -> Result<(), FileError> {
+    pub fn delete(
+        &self,
+        path: &StorePath,
+        precondition: Option<Precondition>,
+    ) -> Result<(), FileError> {
         if path.is_root() {
             return Err(FileError::DeleteDirectory(path.shown().to_owned()));
         }
         let full = self.locate(path)?;
         let _one_at_a_time = self.0.commit.lock().unwrap_or_else(|e| e.into_inner());
+        self.check(path, precondition)?;
         let len = match fs::symlink_metadata(&full) {
             Ok(m) if m.is_dir() => return Err(FileError::DeleteDirectory(path.shown().to_owned())),
             Ok(m) => m.len(),

@@ -19,7 +19,7 @@ use super::blocking;
 use super::digest::{Hasher, Sha256};
 use super::error::FileError;
 use super::path::StorePath;
-use super::store::{Staged, Store};
+use super::store::{Precondition, Staged, Store};
 
 /// Bytes handed to the writer thread at a time.
 const BATCH: usize = 1 << 20;
@@ -27,6 +27,8 @@ const BATCH: usize = 1 << 20;
 const QUEUE: usize = 2;
 /// Blocks of one upload: those queued for both threads, and the one being filled.
 const BLOCKS: usize = 2 * QUEUE + 2;
+/// The longest wait for the next bytes of an upload's body before it is abandoned (408).
+const BODY_IDLE: std::time::Duration = std::time::Duration::from_secs(60);
 /// How long, and how many bytes, a refused upload's body is still read (see [`linger`]).
 const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(1);
 const LINGER_BYTES: u64 = 16 << 20;
@@ -45,6 +47,8 @@ pub struct Upload {
     pub content_length: Option<u64>,
     /// Digests the client announced; the body must match each.
     pub expected: Vec<Sha256>,
+    /// Checked again against the file when the upload is committed.
+    pub precondition: Option<Precondition>,
 }
 
 /// Quota bytes held by one upload, given back when it ends, however it ends.
@@ -75,11 +79,13 @@ pub async fn receive<S>(store: &Store, upload: Upload, body: S) -> Result<(), Fi
 where
     S: Stream<Item = Result<Bytes, warp::Error>> + Send + Unpin,
 {
+    let _slot = store.upload_slot().ok_or(FileError::Busy)?;
     let _in_flight = store.counters().upload();
     let Upload {
         path,
         content_length,
         expected,
+        precondition,
     } = upload;
     let limit = store.config().max_file_bytes;
     let quota = store.config().quota_bytes;
@@ -112,14 +118,31 @@ where
     let s = store.clone();
     let temp = blocking(move || s.temp_file()).await?;
     let (tx, rx) = mpsc::channel(QUEUE);
-    let writer = tokio::task::spawn_blocking(move || write(temp, rx));
+    // A thread of its own, not tokio's small blocking pool: a slow client keeps its writer
+    // waiting for as long as its body takes, and must not starve the store's other calls.
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("upload-write".into())
+        .spawn(move || {
+            let _ = done_tx.send(write(temp, rx));
+        })
+        .map_err(|e| FileError::io("starting an upload's writer", e))?;
 
     let started = std::time::Instant::now();
     let mut body = body;
     let mut pool = Pool::new(BLOCKS, BATCH);
     let mut batch = pool.take().await;
     let mut total: u64 = 0;
-    'body: while let Some(chunk) = body.next().await {
+    let mut writer_gone = false;
+    'body: loop {
+        let chunk = match tokio::time::timeout(BODY_IDLE, body.next()).await {
+            Ok(Some(chunk)) => chunk,
+            Ok(None) => break,
+            Err(_) => {
+                tracing::info!(%path, "upload abandoned: no bytes for {BODY_IDLE:?}");
+                return Err(FileError::BodyTimeout);
+            }
+        };
         let chunk = chunk.map_err(|e| {
             tracing::info!(%path, "upload interrupted: {e}");
             FileError::BodyRead
@@ -141,26 +164,30 @@ where
                 let full = std::mem::replace(&mut batch, pool.take().await);
                 if tx.send(Block::Data(pool.share(full))).await.is_err() {
                     // The writer failed; its error is collected below.
+                    writer_gone = true;
                     break 'body;
                 }
             }
         }
     }
-    if content_length.is_some_and(|len| len != total) {
+    if !writer_gone && content_length.is_some_and(|len| len != total) {
         return Err(FileError::BodyRead);
     }
-    if !batch.is_empty() {
-        let _ = tx.send(Block::Data(pool.share(batch))).await;
+    if !writer_gone {
+        if !batch.is_empty() {
+            let _ = tx.send(Block::Data(pool.share(batch))).await;
+        }
+        let _ = tx.send(Block::End).await;
     }
-    let _ = tx.send(Block::End).await;
     drop(tx);
     let received = started.elapsed();
-    let staged = match writer.await {
+    // After a failed write this is the writer's own error (disk full: 507), not the body's.
+    let staged = match done_rx.await {
         Ok(result) => result?,
-        Err(e) => {
+        Err(_) => {
             return Err(FileError::io(
                 format!("writing the upload of {path}"),
-                std::io::Error::other(e),
+                std::io::Error::other("the writer thread ended without a result"),
             ))
         }
     };
@@ -173,7 +200,7 @@ where
     }
     let s = store.clone();
     let p = path.clone();
-    blocking(move || s.commit(&p, staged)).await?;
+    blocking(move || s.commit(&p, staged, precondition)).await?;
     store.counters().stored();
     tracing::debug!(
         %path,

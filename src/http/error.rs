@@ -89,6 +89,8 @@ pub fn file_status(e: &FileError) -> StatusCode {
         TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         Quota { .. } | DiskFull => StatusCode::INSUFFICIENT_STORAGE,
         BadDigest(_) | DigestMismatch { .. } | BodyRead => StatusCode::BAD_REQUEST,
+        BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+        Busy => StatusCode::SERVICE_UNAVAILABLE,
         PreconditionFailed => StatusCode::PRECONDITION_FAILED,
         RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
         MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,

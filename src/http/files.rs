@@ -10,7 +10,7 @@
 use warp::http::header::{
     HeaderMap, HeaderName, HeaderValue, ACCEPT_RANGES, ALLOW, CONTENT_LENGTH, CONTENT_RANGE,
     CONTENT_TYPE, ETAG, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, IF_UNMODIFIED_SINCE,
-    LAST_MODIFIED, RANGE,
+    LAST_MODIFIED, RANGE, RETRY_AFTER,
 };
 use warp::http::{Method, StatusCode};
 use warp::path::FullPath;
@@ -21,7 +21,7 @@ use super::body::Body;
 use super::error::file_status;
 use crate::files::conditional::{self, Conditions, Outcome, Selection, Validators};
 use crate::files::digest;
-use crate::files::store::OpenFile;
+use crate::files::store::{OpenFile, Precondition};
 use crate::files::upload::{self, Upload};
 use crate::files::{self, download, FileError, Store, StorePath};
 
@@ -130,7 +130,13 @@ async fn get(
         }
         Outcome::Failed => return Err(FileError::PreconditionFailed),
     }
-    let (status, start, len) = match conditional::select(&c, &v, file.len) {
+    // Range applies to GET only (RFC 9110 §14.2): HEAD describes the whole file.
+    let selection = if head {
+        Selection::Whole
+    } else {
+        conditional::select(&c, &v, file.len)
+    };
+    let (status, start, len) = match selection {
         Selection::Whole => (StatusCode::OK, 0, file.len),
         Selection::Part(r) => (
             StatusCode::PARTIAL_CONTENT,
@@ -177,12 +183,13 @@ async fn put(
         text("repr-digest"),
         text("x-checksum-sha256"),
     )?;
-    precondition(store, &path, headers).await?;
+    let precondition = precondition(store, &path, headers).await?;
     let content_length = text(CONTENT_LENGTH.as_str()).and_then(|v| v.trim().parse().ok());
     let upload = Upload {
         path,
         content_length,
         expected,
+        precondition,
     };
     upload::receive(store, upload, body).await?;
     Ok(empty(StatusCode::CREATED))
@@ -194,31 +201,42 @@ async fn delete(
     path: StorePath,
     headers: &HeaderMap,
 ) -> Result<Response, FileError> {
-    precondition(store, &path, headers).await?;
+    let precondition = precondition(store, &path, headers).await?;
     let s = store.clone();
-    files::blocking(move || s.delete(&path)).await?;
+    files::blocking(move || s.delete(&path, precondition)).await?;
     Ok(empty(StatusCode::ACCEPTED))
 }
 
-/// `If-Match`, `If-None-Match` and `If-Unmodified-Since` on a write, against the current file.
+/// A write's `If-Match`, `If-None-Match` and `If-Unmodified-Since`, if it has any: checked
+/// before the body is read (so a doomed upload is refused at once), and again by the store under
+/// its commit lock (so two conditional writes cannot both pass against one version).
 async fn precondition(
     store: &Store,
     path: &StorePath,
     headers: &HeaderMap,
-) -> Result<(), FileError> {
+) -> Result<Option<Precondition>, FileError> {
     let c = conditions(headers);
     if c.if_match.is_none() && c.if_none_match.is_none() && c.if_unmodified_since.is_none() {
-        return Ok(());
+        return Ok(None);
     }
-    let current = match open(store, path).await {
-        Ok(file) => Some(validators(&file)),
-        Err(FileError::NotFound(_)) => None,
-        Err(e) => return Err(e),
+    let owned = [c.if_match, c.if_none_match, c.if_unmodified_since].map(|h| h.map(String::from));
+    let holds = move |current: Option<&Validators>| {
+        let [if_match, if_none_match, if_unmodified_since] = &owned;
+        let c = Conditions {
+            if_match: if_match.as_deref(),
+            if_none_match: if_none_match.as_deref(),
+            if_unmodified_since: if_unmodified_since.as_deref(),
+            ..Conditions::default()
+        };
+        conditional::evaluate(&c, current, false) == Outcome::Proceed
     };
-    match conditional::evaluate(&c, current.as_ref(), false) {
-        Outcome::Proceed => Ok(()),
-        Outcome::NotModified | Outcome::Failed => Err(FileError::PreconditionFailed),
+    let s = store.clone();
+    let p = path.clone();
+    let current = files::blocking(move || s.current(&p)).await?;
+    if !holds(current.as_ref()) {
+        return Err(FileError::PreconditionFailed);
     }
+    Ok(Some(Box::new(holds)))
 }
 
 /// The response to a refused request: plain text, the status of `error::file_status`.
@@ -239,6 +257,9 @@ fn refused(store: &Store, e: FileError) -> Response {
     match e {
         FileError::MethodNotAllowed => {
             h.insert(ALLOW, HeaderValue::from_static(ALLOWED));
+        }
+        FileError::Busy => {
+            h.insert(RETRY_AFTER, HeaderValue::from_static("5"));
         }
         FileError::RangeNotSatisfiable { len } => {
             insert(h, CONTENT_RANGE.as_str(), &format!("bytes */{len}"));
