@@ -138,6 +138,7 @@ async fn measure(binary: &Path, setup: &Setup) -> Vec<Row> {
     // (if it cannot, a hard link puts it in place for nginx); nginx gets an untimed first one.
     let mut agent_put = Series::new(&agent_side);
     let mut nginx_put = Series::new(&nginx_side);
+    let mut nginx_durable = Series::new(&nginx_side);
     let sampler = agent_pid.map(RssSampler::start);
     if let Some(side) = agent_ok {
         if let Err(why) = put(side, &setup.big, GET_PATH, setup) {
@@ -155,6 +156,8 @@ async fn measure(binary: &Path, setup: &Setup) -> Vec<Row> {
         if let Some(side) = nginx_ok {
             let name = format!("nginx-{run}");
             nginx_put.record(|| put_and_delete(side, &setup.big, &name, setup, false));
+            let name = format!("nginx-durable-{run}");
+            nginx_durable.record(|| put_durable_and_delete(side, &setup.big, &name, setup));
         }
     }
     let rss_put = sampler.map(RssSampler::finish);
@@ -216,6 +219,28 @@ async fn measure(binary: &Path, setup: &Setup) -> Vec<Row> {
         "WebDAV, no fsync",
         0.7,
     );
+    // A reference, not the target's baseline: nginx with the durability of the agent's 201.
+    let durable = nginx_durable.median();
+    rows.push(row(
+        &format!(
+            "files: PUT 1 GiB, {nginx_name} + fdatasync of the stored file (median of {RUNS})"
+        ),
+        match (durable, &nginx_durable.failure) {
+            (Some(d), _) => format!(
+                "{} [{}]{}",
+                rate(d),
+                nginx_durable.each(),
+                agent_put
+                    .median()
+                    .map(|a| format!(" (agent ratio {:.2})", a / d))
+                    .unwrap_or_default()
+            ),
+            (None, Some(why)) => format!("unavailable: {why}"),
+            (None, None) => "no figure".into(),
+        },
+        "(reference)",
+        None,
+    ));
     rows.push(rss_row("upload", rss_put, &agent_put));
     rows.push(rss_row("download", rss_get, &agent_get));
     rows.push(concurrent_row("agent", &agent_many, true));
@@ -505,6 +530,28 @@ fn put_and_delete(
         Err(e) => eprintln!("bench: cannot remove {path}: {e}"),
     }
     speed
+}
+
+/// nginx's PUT of `local`, then an fdatasync of the stored file: what it takes nginx to have
+/// the file on disk, as the agent has when it answers 201. Bytes/s over both.
+fn put_durable_and_delete(
+    side: &Side,
+    local: &Path,
+    name: &str,
+    setup: &Setup,
+) -> Result<f64, String> {
+    let path = format!("bench/put-{name}.bin");
+    let stored = setup.store.join(&path);
+    let result = put(side, local, &path, setup).and_then(|speed| {
+        let size = fs::metadata(local).map_err(|e| e.to_string())?.len() as f64;
+        let started = Instant::now();
+        fs::File::open(&stored)
+            .and_then(|f| f.sync_data())
+            .map_err(|e| format!("fdatasync {path}: {e}"))?;
+        Ok(size / (size / speed + started.elapsed().as_secs_f64()))
+    });
+    let _ = fs::remove_file(&stored);
+    result
 }
 
 /// Puts `source` at `stored` with a hard link when the agent did not store it.
