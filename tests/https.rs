@@ -95,10 +95,10 @@ async fn plain_http_to_the_https_port_gets_no_http_answer() {
     let error = http::try_send(http::client().get(&plain_url))
         .await
         .expect_err("plain HTTP is not answered");
-    assert_eq!(
-        causes(&error),
-        "client error (SendRequest): invalid HTTP version parsed"
-    );
+    // hyper reports the TLS alert it read as a response that is not HTTP, as a failed or a
+    // cancelled send depending on timing.
+    let error = causes(&error);
+    assert!(error.ends_with("invalid HTTP version parsed"), "{error}");
 
     // On the wire: the server reads the request as a broken TLS record, answers with one TLS
     // record (content type 21: alert; TLS 1.2 framing; fatal decode_error) and closes.
@@ -156,12 +156,12 @@ async fn with_a_client_ca_only_clients_with_a_certificate_from_it_are_served() {
     let healthz = http::send(with_cert.client().get(agent.url("/healthz"))).await;
     assert_json(&healthz, 200, &json!({"status":"alive"}));
 
-    // TLS 1.3: the client learns of the refusal when it sends the request; under load the
-    // server's close can overtake its alert, and the client then sees the reset instead.
+    // TLS 1.3: the client learns of the refusal when it sends the request (hyper reports it as
+    // a failed send or a cancelled one, depending on timing); under load the server's close can
+    // overtake its alert, and the client then sees the reset instead.
     let error = refused(&agent, ClientTls::trusting(pki.ca()).client()).await;
     assert!(
-        error
-            == "client error (SendRequest): connection error: received fatal alert: CertificateRequired"
+        error.ends_with("connection error: received fatal alert: CertificateRequired")
             || error.contains("Connection reset by peer")
             || error.contains("Broken pipe"),
         "{error}"
@@ -171,7 +171,7 @@ async fn with_a_client_ca_only_clients_with_a_certificate_from_it_are_served() {
         .with_identity(pki.other_client_cert(), pki.other_client_key());
     let error = refused(&agent, other.client()).await;
     assert!(
-        error == "client error (SendRequest): connection error: received fatal alert: UnknownCA"
+        error.ends_with("connection error: received fatal alert: UnknownCA")
             || error.contains("Connection reset by peer")
             || error.contains("Broken pipe"),
         "{error}"
