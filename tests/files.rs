@@ -16,14 +16,22 @@ use reqwest::Method;
 
 const FILES: &str = "/te/v1/files";
 
+/// The SHA-256 as an independent implementation computes it (ring's one-shot digest, not the
+/// agent's streaming `Hasher`), so that the tests check the agent rather than agree with it.
+fn sha256(bytes: &[u8]) -> ring::digest::Digest {
+    ring::digest::digest(&ring::digest::SHA256, bytes)
+}
+
 fn sha256_hex(bytes: &[u8]) -> String {
-    let d = ring::digest::digest(&ring::digest::SHA256, bytes);
-    d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+    sha256(bytes)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn sha256_b64(bytes: &[u8]) -> String {
-    let d = ring::digest::digest(&ring::digest::SHA256, bytes);
-    base64::engine::general_purpose::STANDARD.encode(d.as_ref())
+    base64::engine::general_purpose::STANDARD.encode(sha256(bytes).as_ref())
 }
 
 /// Deterministic, incompressible-looking bytes.

@@ -36,18 +36,7 @@ fn hash_blocking(path: &PathBuf, limit: Option<u64>) -> Result<(u64, Hasher), Cl
     }
     let mut reader = file.take(limit.unwrap_or(u64::MAX));
     let mut hasher = Hasher::new();
-    let mut buf = vec![0; BLOCK];
-    let mut len = 0u64;
-    loop {
-        let n = match reader.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(fail(e)),
-        };
-        hasher.update(&buf[..n]);
-        len += n as u64;
-    }
+    let len = hasher.read_from(&mut reader).map_err(fail)?;
     if limit.is_some_and(|limit| len < limit) {
         return Err(fail(io::Error::new(
             io::ErrorKind::UnexpectedEof,

@@ -6,6 +6,7 @@
 //! a client announced with an upload, so that a body that does not match is refused.
 
 use std::fmt;
+use std::io::{self, Read};
 use std::str::FromStr;
 
 use base64::engine::general_purpose::STANDARD;
@@ -33,6 +34,23 @@ impl Hasher {
 
     pub fn update(&mut self, bytes: &[u8]) {
         self.0.update(bytes);
+    }
+
+    /// Hashes everything `reader` yields, in 1 MiB reads; returns how many bytes that was.
+    pub fn read_from(&mut self, reader: &mut impl Read) -> io::Result<u64> {
+        let mut buf = vec![0; 1 << 20];
+        let mut len = 0u64;
+        loop {
+            match reader.read(&mut buf) {
+                Ok(0) => return Ok(len),
+                Ok(n) => {
+                    self.update(&buf[..n]);
+                    len += n as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     pub fn finish(self) -> Sha256 {
@@ -160,6 +178,13 @@ mod tests {
         assert_eq!(ABC.to_uppercase().parse(), Ok(d));
         assert_eq!("abc".parse::<Sha256>(), Err(()));
         assert_eq!(format!("{}zz", &ABC[..62]).parse::<Sha256>(), Err(()));
+    }
+
+    #[test]
+    fn a_reader_is_hashed_to_its_end() {
+        let mut h = Hasher::new();
+        assert_eq!(h.read_from(&mut &b"abc"[..]).unwrap(), 3);
+        assert_eq!(h.finish(), abc());
     }
 
     #[test]

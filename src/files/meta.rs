@@ -7,16 +7,13 @@
 //! rather than served with a stale digest. Records are written to a temp file and renamed.
 
 use std::fs::{self, File, Metadata};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
 use super::digest::{Hasher, Sha256};
-
-/// Bytes read at a time when a file must be hashed again.
-const HASH_BUFFER: usize = 1 << 20;
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Record {
@@ -122,15 +119,8 @@ pub fn hash_file(file: &mut File) -> io::Result<Sha256> {
     use std::io::Seek;
     file.seek(io::SeekFrom::Start(0))?;
     let mut hasher = Hasher::new();
-    let mut buf = vec![0; HASH_BUFFER];
-    loop {
-        match file.read(&mut buf) {
-            Ok(0) => return Ok(hasher.finish()),
-            Ok(n) => hasher.update(&buf[..n]),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
+    hasher.read_from(file)?;
+    Ok(hasher.finish())
 }
 
 #[cfg(test)]

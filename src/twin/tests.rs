@@ -72,6 +72,15 @@ fn send(store: &mut Store, topic: &str, payload: &str) {
 }
 
 /// Publications since the last call as (topic, payload, retained).
+/// Registers `device/<name>//` as a child device, under `parent` (a topic id) when given.
+fn child(store: &mut Store, name: &str, parent: Option<&str>) {
+    let payload = match parent {
+        Some(parent) => format!(r#"{{"@type":"child-device","@parent":"{parent}"}}"#),
+        None => r#"{"@type":"child-device"}"#.to_owned(),
+    };
+    send(store, &format!("te/device/{name}//"), &payload);
+}
+
 fn published(store: &mut Store) -> Vec<(String, String, bool)> {
     store
         .take_effects()
@@ -166,11 +175,7 @@ fn first_sync_announces_the_agent_and_lists_main_and_agent() {
 #[test]
 fn explicit_registration_publishes_nothing_and_inline_data_goes_to_the_twin() {
     let mut store = fresh();
-    send(
-        &mut store,
-        "te/device/child1//",
-        r#"{"@type":"child-device"}"#,
-    );
+    child(&mut store, "child1", None);
     assert!(published(&mut store).is_empty());
     assert_eq!(
         get(&store, Query::Entity(id("device/child1"))),
@@ -262,27 +267,15 @@ fn re_typing_or_changing_the_external_id_is_rejected_and_the_last_payload_republ
 #[test]
 fn pending_children_register_depth_first_once_their_parent_arrives() {
     let mut store = fresh();
-    send(
-        &mut store,
-        "te/device/child000//",
-        r#"{"@type":"child-device","@parent":"device/child00//"}"#,
-    );
-    send(
-        &mut store,
-        "te/device/child00//",
-        r#"{"@type":"child-device","@parent":"device/child0//"}"#,
-    );
+    child(&mut store, "child000", Some("device/child00//"));
+    child(&mut store, "child00", Some("device/child0//"));
     assert_eq!(
         store
             .query(&Query::Entity(id("device/child00")))
             .unwrap_err(),
         TwinError::EntityNotFound(id("device/child00"))
     );
-    send(
-        &mut store,
-        "te/device/child0//",
-        r#"{"@type":"child-device"}"#,
-    );
+    child(&mut store, "child0", None);
     assert_eq!(
         list(&store, Some("device/child0//"), None),
         ["device/child0//", "device/child00//", "device/child000//"]
@@ -298,11 +291,7 @@ fn a_service_of_an_unknown_device_waits_for_its_device() {
         r#"{"@type":"service"}"#,
     );
     assert!(store.entity(&id("device/ghost/service/svc")).is_none());
-    send(
-        &mut store,
-        "te/device/ghost//",
-        r#"{"@type":"child-device"}"#,
-    );
+    child(&mut store, "ghost", None);
     assert_eq!(
         state(&store, "device/ghost/service/svc")["@parent"],
         "device/ghost//"
@@ -414,26 +403,10 @@ fn custom_scheme_data_is_dropped_and_reported() {
 #[test]
 fn re_parenting_moves_the_subtree() {
     let mut store = fresh();
-    send(
-        &mut store,
-        "te/device/child_a//",
-        r#"{"@type":"child-device"}"#,
-    );
-    send(
-        &mut store,
-        "te/device/child_b//",
-        r#"{"@type":"child-device"}"#,
-    );
-    send(
-        &mut store,
-        "te/device/child_bb//",
-        r#"{"@type":"child-device","@parent":"device/child_b//"}"#,
-    );
-    send(
-        &mut store,
-        "te/device/child_b//",
-        r#"{"@type":"child-device","@parent":"device/child_a//"}"#,
-    );
+    child(&mut store, "child_a", None);
+    child(&mut store, "child_b", None);
+    child(&mut store, "child_bb", Some("device/child_b//"));
+    child(&mut store, "child_b", Some("device/child_a//"));
     assert!(!list(&store, None, Some("device/main//")).contains(&"device/child_b//".to_string()));
     assert_eq!(
         list(&store, None, Some("device/child_a//")),
@@ -448,11 +421,7 @@ fn re_parenting_moves_the_subtree() {
 #[test]
 fn structural_rules_reject_services_as_parents_second_devices_and_main_changes() {
     let mut store = fresh();
-    send(
-        &mut store,
-        "te/device/c2//",
-        r#"{"@type":"child-device","@parent":"device/main/service/edge-agent"}"#,
-    );
+    child(&mut store, "c2", Some("device/main/service/edge-agent"));
     send(&mut store, "te/device/other//", r#"{"@type":"device"}"#);
     assert_eq!(
         errors(&mut store),
@@ -474,11 +443,7 @@ fn structural_rules_reject_services_as_parents_second_devices_and_main_changes()
             r#"{"@type":"device"}"#
         )]
     );
-    send(
-        &mut store,
-        "te/device/main//",
-        r#"{"@type":"child-device"}"#,
-    );
+    child(&mut store, "main", None);
     let fx = store.take_effects();
     assert_eq!(
         fx.rejections[0].reason,
@@ -496,11 +461,7 @@ fn structural_rules_reject_services_as_parents_second_devices_and_main_changes()
 #[test]
 fn deregistration_clears_retained_data_then_the_registration() {
     let mut store = fresh();
-    send(
-        &mut store,
-        "te/device/child0//",
-        r#"{"@type":"child-device"}"#,
-    );
+    child(&mut store, "child0", None);
     for (channel, payload) in [
         ("twin/y", "true"),
         ("twin/x", "9"),
@@ -543,26 +504,10 @@ fn deregistration_clears_retained_data_then_the_registration() {
 #[test]
 fn http_delete_removes_the_subtree_bottom_up_and_answers_in_bfs_order() {
     let mut store = fresh();
-    send(
-        &mut store,
-        "te/device/child0//",
-        r#"{"@type":"child-device"}"#,
-    );
-    send(
-        &mut store,
-        "te/device/child1//",
-        r#"{"@type":"child-device"}"#,
-    );
-    send(
-        &mut store,
-        "te/device/child00//",
-        r#"{"@type":"child-device","@parent":"device/child0//"}"#,
-    );
-    send(
-        &mut store,
-        "te/device/child000//",
-        r#"{"@type":"child-device","@parent":"device/child00//"}"#,
-    );
+    child(&mut store, "child0", None);
+    child(&mut store, "child1", None);
+    child(&mut store, "child00", Some("device/child0//"));
+    child(&mut store, "child000", Some("device/child00//"));
     send(
         &mut store,
         "te/device/child000/service/service0",
@@ -649,11 +594,7 @@ fn data_delivered_before_the_suback_waits_for_the_window_instead_of_auto_registe
         r#"{"@parent":"device/main//","@type":"service","name":"edge-agent","type":"service"}"#;
     send(&mut store, AGENT, agent_payload);
     send(&mut store, "te/device/gw//", r#"{"@type":"child-device"}"#);
-    send(
-        &mut store,
-        "te/device/c7//",
-        r#"{"@type":"child-device","@parent":"device/gw//"}"#,
-    );
+    child(&mut store, "c7", Some("device/gw//"));
     send(&mut store, &format!("{AGENT}/signal/sync-04"), "{}");
     let c7: Vec<_> = published(&mut store)
         .into_iter()
@@ -850,36 +791,16 @@ fn unknown_at_keys_are_ignored_and_never_become_twin_keys() {
 #[test]
 fn patch_checks_every_rule_before_applying() {
     let mut store = fresh();
-    send(
-        &mut store,
-        "te/device/child_x//",
-        r#"{"@type":"child-device"}"#,
-    );
+    child(&mut store, "child_x", None);
     send(
         &mut store,
         "te/device/child_x/service/service0",
         r#"{"@type":"service"}"#,
     );
-    send(
-        &mut store,
-        "te/device/child_xx//",
-        r#"{"@type":"child-device","@parent":"device/child_x//"}"#,
-    );
-    send(
-        &mut store,
-        "te/device/child_xxx//",
-        r#"{"@type":"child-device","@parent":"device/child_xx//"}"#,
-    );
-    send(
-        &mut store,
-        "te/device/child_xy//",
-        r#"{"@type":"child-device","@parent":"device/child_x//"}"#,
-    );
-    send(
-        &mut store,
-        "te/device/child_y//",
-        r#"{"@type":"child-device"}"#,
-    );
+    child(&mut store, "child_xx", Some("device/child_x//"));
+    child(&mut store, "child_xxx", Some("device/child_xx//"));
+    child(&mut store, "child_xy", Some("device/child_x//"));
+    child(&mut store, "child_y", None);
     store.take_effects();
     let patch = |store: &mut Store, target: &str, parent: Option<&str>, health: Option<&str>| {
         store
@@ -1129,11 +1050,7 @@ fn a_persisted_parent_cycle_is_re_attached_to_the_main_device_on_load() {
     let mut store = fresh();
     send(&mut store, "te/device/a//", r#"{"@type":"child-device"}"#);
     send(&mut store, "te/device/b//", r#"{"@type":"child-device"}"#);
-    send(
-        &mut store,
-        "te/device/c//",
-        r#"{"@type":"child-device","@parent":"device/a//"}"#,
-    );
+    child(&mut store, "c", Some("device/a//"));
     send(&mut store, "te/device/d//", r#"{"@type":"child-device"}"#);
     store.take_effects();
     // What a skipped journal line can leave behind (§7.2): a and b are each other's parent, and
@@ -1227,11 +1144,7 @@ fn a_persisted_parent_cycle_is_re_attached_to_the_main_device_on_load() {
 fn an_empty_payload_deregisters_an_entity_whose_re_parenting_is_pending() {
     let mut store = fresh();
     send(&mut store, "te/device/c1//", r#"{"@type":"child-device"}"#);
-    send(
-        &mut store,
-        "te/device/c1//",
-        r#"{"@type":"child-device","@parent":"device/p//"}"#,
-    );
+    child(&mut store, "c1", Some("device/p//"));
     store.take_effects();
     assert_eq!(state(&store, "device/c1//")["@parent"], "device/main//");
     send(&mut store, "te/device/c1//", "");
@@ -1253,11 +1166,7 @@ fn an_empty_payload_deregisters_an_entity_whose_re_parenting_is_pending() {
 fn an_http_delete_drops_the_pending_updates_of_every_removed_entity() {
     let mut store = fresh();
     send(&mut store, "te/device/c1//", r#"{"@type":"child-device"}"#);
-    send(
-        &mut store,
-        "te/device/c2//",
-        r#"{"@type":"child-device","@parent":"device/c1//"}"#,
-    );
+    child(&mut store, "c2", Some("device/c1//"));
     for child in ["c1", "c2"] {
         send(
             &mut store,
@@ -1288,11 +1197,7 @@ fn re_publishing_the_last_accepted_registration_cancels_a_pending_re_parenting()
     let mut store = fresh();
     let accepted = r#"{"@type":"child-device"}"#;
     send(&mut store, "te/device/c1//", accepted);
-    send(
-        &mut store,
-        "te/device/c1//",
-        r#"{"@type":"child-device","@parent":"device/p//"}"#,
-    );
+    child(&mut store, "c1", Some("device/p//"));
     send(&mut store, "te/device/c1//", accepted);
     send(&mut store, "te/device/p//", r#"{"@type":"child-device"}"#);
     let fx = store.take_effects();
