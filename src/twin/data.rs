@@ -303,7 +303,18 @@ impl Store {
         value: Option<Value>,
         publish: bool,
     ) -> Result<bool, TwinError> {
-        let limit = self.cfg.max_section_items;
+        self.write_twin_key(id, key, value, publish, self.cfg.max_section_items)
+    }
+
+    /// [`Store::set_twin_key`] with the limit on twin keys given by the caller.
+    fn write_twin_key(
+        &mut self,
+        id: &EntityTopicId,
+        key: &str,
+        value: Option<Value>,
+        publish: bool,
+        limit: usize,
+    ) -> Result<bool, TwinError> {
         let Some(entity) = self.entities.get_mut(id) else {
             return Err(TwinError::UnknownEntity(id.clone()));
         };
@@ -370,9 +381,16 @@ impl Store {
                 .filter(|(_, v)| !v.is_null())
                 .map(|(k, v)| (k, Some(v))),
         );
+        // Checked once, for the result: a replacement of a full twin neither fails because of the
+        // keys it removes nor stops half-way.
+        let limit = self.cfg.max_section_items;
+        if changes.iter().filter(|(_, v)| v.is_some()).count() > limit {
+            return Err(section_full("twin keys", id, limit));
+        }
         changes.sort_by(|a, b| a.0.cmp(&b.0));
         for (key, value) in changes {
-            self.set_twin_key(id, &key, value, true)?;
+            // The result fits: a key added before one removed (key order) may not be refused.
+            self.write_twin_key(id, &key, value, true, usize::MAX)?;
         }
         Ok(Reply::json(echo))
     }

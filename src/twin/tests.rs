@@ -634,6 +634,42 @@ fn twin_fragments_set_and_delete_without_publishing() {
 }
 
 #[test]
+fn replacing_a_full_twin_is_judged_by_its_result_and_never_half_applied() {
+    let mut store = synced(StoreConfig {
+        max_section_items: 2,
+        ..config()
+    });
+    let main = id("device/main//");
+    let body = |v: Value| v.as_object().unwrap().clone();
+    store
+        .write(Write::TwinReplace(main.clone(), body(json!({"b":1,"c":1}))))
+        .unwrap();
+    store.take_effects();
+    // "a" comes before the removed "b" and "c" in key order: the twin never holds 3 keys at rest.
+    store
+        .write(Write::TwinReplace(main.clone(), body(json!({"a":1,"d":1}))))
+        .unwrap();
+    assert_eq!(
+        published(&mut store),
+        vec![
+            r("te/device/main///twin/a", "1"),
+            r("te/device/main///twin/b", ""),
+            r("te/device/main///twin/c", ""),
+            r("te/device/main///twin/d", "1"),
+        ]
+    );
+    let err = store
+        .write(Write::TwinReplace(
+            main.clone(),
+            body(json!({"x":1,"y":1,"z":1})),
+        ))
+        .unwrap_err();
+    assert!(matches!(err, TwinError::SectionFull { .. }), "{err}");
+    assert_eq!(published(&mut store), vec![], "nothing applied");
+    assert_eq!(state(&store, "device/main//")["twin"], json!({"a":1,"d":1}));
+}
+
+#[test]
 fn twin_put_replaces_the_map_and_publishes_only_changes() {
     let mut store = fresh();
     let main = id("device/main//");
