@@ -199,21 +199,25 @@ impl Store {
         entries: BTreeMap<String, RawJson>,
     ) -> Result<(Self, Vec<String>), LoadError> {
         let mut warnings = Vec::new();
-        if let Some(main) = entries.get(MAIN_KEY) {
-            let persisted: String = serde_json::from_str(main.get()).unwrap_or_default();
+        let persisted_main = entries.get(MAIN_KEY).and_then(|main| {
+            records::parse::<String>(main.get())
+                .map_err(|e| warnings.push(format!("ignored the persisted main device id: {e}")))
+                .ok()
+        });
+        if let Some(persisted) = persisted_main.as_deref() {
             if persisted != cfg.main.as_str() {
                 return Err(LoadError::MainMismatch {
-                    persisted,
+                    persisted: persisted.to_owned(),
                     configured: cfg.main.clone(),
                 });
             }
         }
         let mut store = Store::new(cfg);
-        store.main_dirty = !entries.contains_key(MAIN_KEY);
+        store.main_dirty = persisted_main.is_none();
         store.dirty.clear();
         for (key, value) in entries {
             if let Some(id) = key.strip_prefix(ENTITY_KEY) {
-                match serde_json::from_str::<Entity>(value.get()) {
+                match records::parse::<Entity>(value.get()) {
                     Ok(entity) if entity.id.as_str() == id => {
                         store.entities.insert(entity.id.clone(), Box::new(entity));
                     }
@@ -221,7 +225,7 @@ impl Store {
                     Err(e) => warnings.push(format!("skipped persisted entity {id}: {e}")),
                 }
             } else if let Some(topic) = key.strip_prefix(OUTBOX_KEY) {
-                match serde_json::from_str::<Outgoing>(value.get()) {
+                match records::parse::<Outgoing>(value.get()) {
                     Ok(outgoing) => {
                         store.next_generation = store.next_generation.max(outgoing.generation);
                         store.outbox.insert(topic.to_string(), outgoing);

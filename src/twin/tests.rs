@@ -1017,6 +1017,43 @@ fn a_persisted_main_device_that_differs_from_the_config_refuses_to_load() {
 }
 
 #[test]
+fn payloads_nested_as_deep_as_accepted_survive_a_restart() {
+    let mut store = fresh();
+    child(&mut store, "c1", None);
+    let deep = format!("{}{}", "[".repeat(126), "]".repeat(126));
+    send(&mut store, "te/device/c1///twin/k", &deep);
+    send(
+        &mut store,
+        "te/device/c1///a/hot",
+        &format!(r#"{{"text":"t","x":{deep}}}"#),
+    );
+    assert_eq!(errors(&mut store), Vec::<String>::new());
+    let (reloaded, warnings) = Store::load(config(), persisted(&mut store)).unwrap();
+    assert_eq!(warnings, Vec::<String>::new());
+    // Compared as text: the state document nests them deeper than serde_json reads by default.
+    let text = |s: &Store| {
+        s.query(&Query::State(id("device/c1//")))
+            .unwrap()
+            .body
+            .unwrap()
+    };
+    assert_eq!(text(&reloaded), text(&store));
+    assert!(text(&reloaded).contains(&deep));
+}
+
+#[test]
+fn a_corrupt_persisted_main_device_id_is_a_warning_not_a_refusal_to_start() {
+    let mut store = fresh();
+    let mut entries = persisted(&mut store);
+    entries.insert("main".into(), RawJson::from_serialize(&1).unwrap());
+    let (_, warnings) = Store::load(config(), entries).unwrap();
+    assert_eq!(
+        warnings,
+        ["ignored the persisted main device id: invalid type: integer `1`, expected a string at line 1 column 1"]
+    );
+}
+
+#[test]
 fn inline_twin_data_not_acknowledged_before_a_crash_is_published_again_after_the_sync() {
     let mut store = fresh();
     send(
