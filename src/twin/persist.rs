@@ -572,6 +572,9 @@ struct Replay {
     unterminated: bool,
 }
 
+/// The largest sequence number a journal record may carry (2^62: centuries of records).
+const MAX_SEQ: u64 = 1 << 62;
+
 /// Applies the journal records numbered above `snapshot_seq`, in file order.
 fn replay(
     bytes: &[u8],
@@ -597,6 +600,9 @@ fn replay(
         let parsed = serde_json::from_slice::<RecordIn>(line)
             .map_err(|e| e.to_string())
             .and_then(|r| match (r.op, r.value) {
+                // Numbers count records written: one this large is corruption, and trusting it
+                // would saturate the counter and make later records look older than the snapshot.
+                _ if r.seq > MAX_SEQ => Err(format!("a sequence number out of range: {}", r.seq)),
                 (Kind::Put, Some(value)) => Ok((r.seq, Op::Put(r.key, value))),
                 (Kind::Put, None) => Err("a put without a value".to_string()),
                 (Kind::Del, _) => Ok((r.seq, Op::Del(r.key))),
@@ -981,6 +987,7 @@ mod tests {
             br#"{"seq":3,"op":"frobnicate","key":"a"}"#,
             b"",
             br#"{"seq":-4,"op":"del","key":"a"}"#,
+            br#"{"seq":18446744073709551615,"op":"del","key":"a"}"#,
             br#"{"seq":5,"op":"put","key":"c","value":{"deep":[true]}}"#,
             b"",
         ]
@@ -992,8 +999,13 @@ mod tests {
             loaded.entries,
             map(&[("a", json!(1)), ("c", json!({"deep": [true]}))])
         );
-        assert_eq!(loaded.warnings.len(), 5, "{:?}", loaded.warnings);
+        assert_eq!(loaded.warnings.len(), 6, "{:?}", loaded.warnings);
         assert!(loaded.warnings[0].contains("journal.jsonl: line 2: skipped"));
+        assert!(
+            loaded.warnings[5].contains("a sequence number out of range: 18446744073709551615"),
+            "{:?}",
+            loaded.warnings
+        );
         // Middle lines are left for the next compaction; the numbering carries on after them.
         p.append(&[put("d", json!(4))]).unwrap();
         drop(p);
