@@ -29,6 +29,9 @@ const ACK_TIMEOUT: Duration = Duration::from_secs(10);
 const MARKER_RESEND: Duration = Duration::from_secs(30);
 const RETAINED_FLUSH: Duration = Duration::from_secs(1);
 const SHUTDOWN_ACK: Duration = Duration::from_secs(2);
+/// The back-off of persistence after a failed write: first, and longest.
+const RETRY_FIRST: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_secs(60);
 
 pub struct TwinTask {
     pub store: Store,
@@ -52,6 +55,9 @@ struct Runner {
     marker_deadline: Option<tokio::time::Instant>,
     persist_errors: u64,
     last_persist_log: Option<Instant>,
+    /// After a failed write: when to try again, and the back-off after that.
+    retry_at: Option<Instant>,
+    retry_after: Duration,
 }
 
 impl TwinTask {
@@ -77,6 +83,8 @@ impl TwinTask {
             marker_deadline: None,
             persist_errors: 0,
             last_persist_log: None,
+            retry_at: None,
+            retry_after: RETRY_FIRST,
         };
         let mut retained_tick = tokio::time::interval(RETAINED_FLUSH);
         let mut telemetry_tick =
@@ -254,44 +262,51 @@ impl Runner {
 
     /// Writes the unsaved changes at `level` or above; a full snapshot when the journal grew
     /// too large or after a failed write. Failures are logged and counted, never fatal (§7.2).
+    /// After a failure the next attempt (a whole snapshot, serialized in this task) waits for a
+    /// back-off, 1 s doubling to 1 min, so a disk that keeps failing does not stall the twin.
     fn flush(&mut self, level: Durability) {
+        let now = Instant::now();
+        if self.retry_at.is_some_and(|at| now < at) {
+            return;
+        }
         if self.store.unsaved().is_none_or(|u| u < level) && !self.persist.needs_snapshot() {
             return;
         }
-        let result = if self.persist.needs_snapshot() {
-            let entries = self.store.snapshot_entries();
-            self.persist.write_snapshot(entries)
-        } else {
+        let mut result = Ok(());
+        if !self.persist.needs_snapshot() {
             let ops = self.store.take_persist_ops(level);
-            self.persist.append(&ops).and_then(|()| {
-                if self.persist.needs_snapshot() {
-                    let entries = self.store.snapshot_entries();
-                    self.persist.write_snapshot(entries)
-                } else {
-                    Ok(())
-                }
-            })
+            result = self.persist.append(&ops);
+        }
+        if result.is_ok() && self.persist.needs_snapshot() {
+            let entries = self.store.snapshot_entries();
+            result = self.persist.write_snapshot(entries);
+        }
+        let Err(error) = result else {
+            self.retry_at = None;
+            self.retry_after = RETRY_FIRST;
+            return;
         };
-        if let Err(error) = result {
-            self.persist_errors += 1;
-            let now = Instant::now();
-            if self
-                .last_persist_log
-                .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(60))
-            {
-                self.last_persist_log = Some(now);
-                tracing::error!(
-                    errors = self.persist_errors,
-                    "cannot persist the twin, serving from memory: {:#}",
-                    anyhow_chain(&error)
-                );
-            }
+        self.persist_errors += 1;
+        self.retry_at = Some(now + self.retry_after);
+        self.retry_after = (self.retry_after * 2).min(RETRY_MAX);
+        if self
+            .last_persist_log
+            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(60))
+        {
+            self.last_persist_log = Some(now);
+            tracing::error!(
+                errors = self.persist_errors,
+                "cannot persist the twin, serving from memory: {:#}",
+                anyhow_chain(&error)
+            );
         }
     }
 
     /// §8 graceful shutdown: flush, publish `down` retained, disconnect. Inputs still arriving
     /// are dropped meanwhile, so that the connection task is never stuck handing them over.
     async fn shutdown(mut self, mut inputs: mpsc::Receiver<Input>) {
+        // One last attempt, whatever the back-off says.
+        self.retry_at = None;
         self.flush(Durability::Telemetry);
         let (topic, payload) = self.store.down_health();
         let (tx, rx) = oneshot::channel();
