@@ -347,7 +347,8 @@ impl Connection {
                     }
                     continue;
                 }
-                permit = twin.reserve(), if held => {
+                // `flush` may have forwarded them meanwhile: nothing is held then.
+                permit = twin.reserve(), if held && !batch.is_empty() => {
                     let Ok(permit) = permit else { break };
                     permit.send(Input::Bus(BusEvent::Messages(std::mem::take(&mut batch))));
                     held = false;

@@ -107,22 +107,35 @@ impl Store {
             return Err(section_full("series", id, limit));
         }
         let time = m.time.unwrap_or(now);
-        let series = entity
-            .measurements
-            .get_or_insert_with(names.intern(&m.mtype), VecMap::new);
+        // Names are interned only when a type, series or member is new: the steady state of a
+        // stream of measurements updates points in place.
+        if stored.is_none() {
+            entity
+                .measurements
+                .insert(names.intern(&m.mtype), VecMap::new());
+        }
+        let Some(series) = entity.measurements.get_mut(m.mtype.as_str()) else {
+            return Ok(());
+        };
         for v in m.values {
             let point = Series {
                 value: v.value,
                 time,
             };
             match v.member {
-                None => {
-                    series.insert(names.intern(&v.name), SeriesNode::Single(point));
-                }
-                Some(member) => match series.get_mut(v.name.as_str()) {
-                    Some(SeriesNode::Group(group)) => {
-                        group.insert(names.intern(&member), point);
+                None => match series.get_mut(v.name.as_str()) {
+                    Some(SeriesNode::Single(current)) => *current = point,
+                    _ => {
+                        series.insert(names.intern(&v.name), SeriesNode::Single(point));
                     }
+                },
+                Some(member) => match series.get_mut(v.name.as_str()) {
+                    Some(SeriesNode::Group(group)) => match group.get_mut(member.as_str()) {
+                        Some(current) => *current = point,
+                        None => {
+                            group.insert(names.intern(&member), point);
+                        }
+                    },
                     _ => {
                         let group: VecMap<_, _> =
                             [(names.intern(&member), point)].into_iter().collect();

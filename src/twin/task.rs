@@ -100,7 +100,7 @@ impl TwinTask {
                     if n == 0 {
                         break;
                     }
-                    runner.process(std::mem::take(&mut batch));
+                    runner.process(&mut batch);
                 }
                 Some((topic, generation)) = outbox_acks.recv() => {
                     runner.store.outbox_acknowledged(&topic, generation);
@@ -136,10 +136,11 @@ impl Runner {
     /// Applies a batch of inputs, then persists once and carries out the effects in order.
     /// Reads are answered after the batch's group commit, so nothing a client sees can be lost
     /// by a crash (§7.1).
-    fn process(&mut self, batch: Vec<Input>) {
+    /// Empties `batch`, keeping its capacity for the next wake-up.
+    fn process(&mut self, batch: &mut Vec<Input>) {
         let mut steps: Vec<(Effects, Option<WriteResult>)> = Vec::new();
         let mut reads = Vec::new();
-        for input in batch {
+        for input in batch.drain(..) {
             match input {
                 Input::Query(query, tx) => reads.push((tx, self.store.query(&query))),
                 Input::Write(write, tx) => {
