@@ -126,13 +126,21 @@ impl<K: Ord, V> VecMap<K, V> {
 
 impl<K: Ord, V> FromIterator<(K, V)> for VecMap<K, V> {
     /// Later duplicates win, as with repeated inserts.
+    /// One sort instead of an insert (and a reallocation) per entry: a 10,000-item section loads
+    /// in O(n log n).
     fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
-        let mut map = VecMap::new();
-        for (k, v) in iter {
-            map.insert(k, v);
+        let mut all: Vec<(K, V)> = iter.into_iter().collect();
+        // Stable: of equal keys, the last one given stays last.
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut entries: Vec<(K, V)> = Vec::with_capacity(all.len());
+        for entry in all {
+            match entries.last_mut() {
+                Some(last) if last.0 == entry.0 => *last = entry,
+                _ => entries.push(entry),
+            }
         }
-        map.entries.shrink_to_fit();
-        map
+        entries.shrink_to_fit();
+        VecMap { entries }
     }
 }
 
@@ -216,6 +224,19 @@ mod tests {
         assert_eq!(back, map);
         let dup: VecMap<String, i32> = serde_json::from_str(r#"{"k":1,"k":2}"#).unwrap();
         assert_eq!(dup.get("k"), Some(&2));
+    }
+
+    #[test]
+    fn collecting_sorts_and_keeps_the_last_of_equal_keys() {
+        let m: VecMap<&str, i32> = [("b", 1), ("a", 2), ("b", 3), ("c", 4), ("a", 5)]
+            .into_iter()
+            .collect();
+        assert_eq!(
+            m.iter().map(|(k, v)| (*k, *v)).collect::<Vec<_>>(),
+            [("a", 5), ("b", 3), ("c", 4)]
+        );
+        let json: VecMap<String, i32> = serde_json::from_str(r#"{"z":1,"y":2,"z":3}"#).unwrap();
+        assert_eq!(serde_json::to_string(&json).unwrap(), r#"{"y":2,"z":3}"#);
     }
 
     #[test]
