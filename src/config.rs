@@ -15,9 +15,15 @@
 //! - `resolve`: raw → resolved, with the defaults and the value checks.
 //! - `locate`: the line of a key in the file.
 
+mod bridge;
 mod locate;
 mod raw;
 mod resolve;
+
+pub use bridge::{
+    check_pattern, check_prefix, BridgeConfig, CloudAuth, CloudConfig, CloudKind, Direction,
+    TopicRuleConfig, DEFAULT_BRIDGE_DIR,
+};
 
 use std::collections::HashMap;
 use std::fmt;
@@ -59,6 +65,7 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub twin: TwinConfig,
     pub files: FilesConfig,
+    pub bridge: BridgeConfig,
     pub log: LogConfig,
 }
 
@@ -153,6 +160,7 @@ impl Default for Config {
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             twin: TwinConfig::default(),
             files: FilesConfig::in_data_dir(Path::new(DEFAULT_DATA_DIR)),
+            bridge: BridgeConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -441,7 +449,7 @@ impl Origins<'_> {
     fn problem(&self, path: &[String], message: impl Into<String>) -> Problem {
         let env = self.env.get(path).cloned();
         Problem {
-            key: path.join("."),
+            key: join_key(path),
             line: match env {
                 Some(_) => None,
                 None if path.is_empty() => None,
@@ -452,11 +460,40 @@ impl Origins<'_> {
         }
     }
 
-    /// A problem with a known key, written as its dotted path (`"mqtt.port"`).
+    /// A problem with a known key, written as its dotted path (`"mqtt.port"`,
+    /// `"bridge.clouds[0].name"`).
     fn at(&self, key: &str, message: impl Into<String>) -> Problem {
-        let path: Vec<String> = key.split('.').map(str::to_owned).collect();
-        self.problem(&path, message)
+        self.problem(&split_key(key), message)
     }
+}
+
+/// A key path as shown in problems: segments joined with `.`, list indexes as `[i]` without a dot
+/// before them (`bridge.clouds[0].auth.key_file`).
+fn join_key(path: &[String]) -> String {
+    let mut key = String::new();
+    for part in path {
+        if !key.is_empty() && !part.starts_with('[') {
+            key.push('.');
+        }
+        key.push_str(part);
+    }
+    key
+}
+
+/// The inverse of [`join_key`] for keys without `.` or `[` in their names.
+fn split_key(key: &str) -> Vec<String> {
+    let mut path = Vec::new();
+    for part in key.split('.') {
+        let (name, mut rest) = part.split_at(part.find('[').unwrap_or(part.len()));
+        if !name.is_empty() {
+            path.push(name.to_owned());
+        }
+        while let Some(end) = rest.find(']') {
+            path.push(rest[..=end].to_owned());
+            rest = &rest[end + 1..];
+        }
+    }
+    path
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -541,6 +578,7 @@ impl Config {
             data_dir,
             twin,
             files,
+            bridge,
             log,
         } = self;
         let tls = mqtt.tls.as_ref();
@@ -625,6 +663,27 @@ impl Config {
                 ]),
             ),
             (
+                "bridge",
+                section([
+                    ("dir", path(Some(&bridge.dir))),
+                    ("mosquitto_bin", path(Some(&bridge.mosquitto_bin))),
+                    (
+                        "restart_command",
+                        Value::Sequence(
+                            bridge
+                                .restart_command
+                                .iter()
+                                .map(|a| a.as_str().into())
+                                .collect(),
+                        ),
+                    ),
+                    (
+                        "clouds",
+                        Value::Sequence(bridge.clouds.iter().map(cloud_value).collect()),
+                    ),
+                ]),
+            ),
+            (
                 "log",
                 section([
                     ("level", log.level.as_str().into()),
@@ -633,6 +692,81 @@ impl Config {
             ),
         ])
     }
+}
+
+/// One cloud of `bridge.clouds` as `config show` prints it: every key, defaults applied.
+fn cloud_value(cloud: &CloudConfig) -> Value {
+    let path = |p: &Path| Value::from(p.to_string_lossy().into_owned());
+    let none = || Value::Null;
+    let (cert_file, key_file, username, password_file) = match &cloud.auth {
+        CloudAuth::None => (none(), none(), none(), none()),
+        CloudAuth::Certificate {
+            cert_file,
+            key_file,
+        } => (path(cert_file), path(key_file), none(), none()),
+        CloudAuth::Password {
+            username,
+            password_file,
+        } => (
+            none(),
+            none(),
+            username.as_deref().map_or(Value::Null, Value::from),
+            path(password_file),
+        ),
+    };
+    let prefix = |p: &Option<String>| p.as_deref().map_or(Value::Null, Value::from);
+    let topics = cloud
+        .topics
+        .iter()
+        .map(|t| {
+            section([
+                ("pattern", t.pattern.as_str().into()),
+                ("direction", t.direction.as_str().into()),
+                ("qos", u64::from(t.qos).into()),
+                ("local_prefix", prefix(&t.local_prefix)),
+                ("remote_prefix", prefix(&t.remote_prefix)),
+            ])
+        })
+        .collect();
+    let options = cloud
+        .options
+        .iter()
+        .map(|(k, v)| (Value::from(k.as_str()), Value::from(v.as_str())))
+        .collect();
+    section([
+        ("name", cloud.name.as_str().into()),
+        ("type", cloud.kind.as_str().into()),
+        ("url", format!("{}:{}", cloud.host, cloud.port).into()),
+        ("device_id", cloud.device_id.as_str().into()),
+        ("ca", cloud.ca.as_deref().map_or(Value::Null, path)),
+        (
+            "auth",
+            section([
+                ("cert_file", cert_file),
+                ("key_file", key_file),
+                ("username", username),
+                ("password_file", password_file),
+            ]),
+        ),
+        (
+            "keepalive",
+            Interval(Duration::from_secs(cloud.keepalive_secs.into()))
+                .to_string()
+                .into(),
+        ),
+        ("clean_session", cloud.clean_session.into()),
+        ("local_prefix", cloud.local_prefix.as_str().into()),
+        (
+            "remote_prefix",
+            match cloud.kind {
+                CloudKind::Mqtt => cloud.remote_prefix.as_str().into(),
+                _ => Value::Null,
+            },
+        ),
+        ("default_topics", cloud.default_topics.into()),
+        ("topics", Value::Sequence(topics)),
+        ("options", Value::Mapping(options)),
+    ])
 }
 
 fn section<const N: usize>(entries: [(&str, Value); N]) -> Value {

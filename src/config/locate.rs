@@ -6,7 +6,7 @@
 
 use std::fmt;
 
-use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 const PROBE_HIT: &str = "edge-agent config probe: key found";
 
@@ -27,7 +27,66 @@ impl<'de> DeserializeSeed<'de> for Probe<'_> {
     type Value = ();
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_map(self)
+        match self.0.first().and_then(|part| list_index(part)) {
+            Some(_) => d.deserialize_seq(self),
+            None => d.deserialize_map(self),
+        }
+    }
+}
+
+/// `[3]` → 3: a path segment naming a list item.
+fn list_index(part: &str) -> Option<usize> {
+    part.strip_prefix('[')?.strip_suffix(']')?.parse().ok()
+}
+
+/// Fails at once with [`PROBE_HIT`], at the position of the value it is asked to read.
+struct Hit;
+
+impl<'de> DeserializeSeed<'de> for Hit {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Hit {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("anything")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, _: A) -> Result<(), A::Error> {
+        Err(de::Error::custom(PROBE_HIT))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, _: A) -> Result<(), A::Error> {
+        Err(de::Error::custom(PROBE_HIT))
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
+        Err(E::custom(PROBE_HIT))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        Err(E::custom(PROBE_HIT))
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
+        Err(E::custom(PROBE_HIT))
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
+        Err(E::custom(PROBE_HIT))
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
+        Err(E::custom(PROBE_HIT))
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
+        Err(E::custom(PROBE_HIT))
     }
 }
 
@@ -36,6 +95,22 @@ impl<'de> Visitor<'de> for Probe<'_> {
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a mapping")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let Some(index) = self.0.first().and_then(|part| list_index(part)) else {
+            return Ok(());
+        };
+        for _ in 0..index {
+            if seq.next_element::<IgnoredAny>()?.is_none() {
+                return Ok(());
+            }
+        }
+        match &self.0[1..] {
+            // The item itself: its first event carries its position.
+            [] => seq.next_element_seed(Hit).map(drop),
+            rest => seq.next_element_seed(Probe(rest)).map(drop),
+        }
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
@@ -92,8 +167,17 @@ mod tests {
     use super::*;
 
     fn line(text: &str, key: &str) -> Option<usize> {
-        let path: Vec<String> = key.split('.').map(str::to_owned).collect();
-        line_of(text, &path)
+        line_of(text, &super::super::split_key(key))
+    }
+
+    #[test]
+    fn a_key_inside_a_list_item_is_found_by_its_index() {
+        let text = "bridge:\n  clouds:\n    - name: a\n      type: c8y\n    - name: b\n      auth:\n        key_file: /k\n";
+        assert_eq!(line(text, "bridge.clouds[0].type"), Some(4));
+        assert_eq!(line(text, "bridge.clouds[1].name"), Some(5));
+        assert_eq!(line(text, "bridge.clouds[1].auth.key_file"), Some(7));
+        assert_eq!(line(text, "bridge.clouds[1]"), Some(5));
+        assert_eq!(line(text, "bridge.clouds[2].name"), None);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! time, so that every unknown key and wrong type is found, where deserializing the whole tree
 //! would stop at serde's first error. Defaults and value checks are [`super::resolve`]'s business.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -13,7 +14,7 @@ use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 use serde_yaml::{Mapping, Value};
 
-use super::LogFormat;
+use super::{CloudKind, Direction, LogFormat};
 
 pub(super) const KIB: u64 = 1 << 10;
 pub(super) const MIB: u64 = 1 << 20;
@@ -28,6 +29,7 @@ pub(super) struct RawConfig {
     pub(super) data_dir: Option<PathBuf>,
     pub(super) twin: RawTwin,
     pub(super) files: RawFiles,
+    pub(super) bridge: RawBridge,
     pub(super) log: RawLog,
 }
 
@@ -81,6 +83,87 @@ pub(super) struct RawFiles {
     pub(super) max_file_bytes: Option<ByteSize>,
     pub(super) quota_bytes: Option<ByteSize>,
     pub(super) ttl: Option<Interval>,
+}
+
+/// The `bridge` section. A list item that failed its key check is `None`: it was reported and is
+/// left out, without shifting the index of the items after it (their keys name that index).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default, expecting = "a mapping")]
+pub(super) struct RawBridge {
+    pub(super) dir: Option<PathBuf>,
+    pub(super) mosquitto_bin: Option<PathBuf>,
+    pub(super) restart_command: Option<Vec<String>>,
+    pub(super) clouds: Option<Vec<Option<RawCloud>>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default, expecting = "a mapping")]
+pub(super) struct RawCloud {
+    pub(super) name: Option<String>,
+    #[serde(rename = "type")]
+    pub(super) kind: Option<CloudKind>,
+    pub(super) url: Option<String>,
+    pub(super) device_id: Option<String>,
+    pub(super) ca: Option<PathBuf>,
+    pub(super) auth: RawCloudAuth,
+    pub(super) keepalive: Option<Interval>,
+    pub(super) clean_session: Option<bool>,
+    pub(super) local_prefix: Option<String>,
+    pub(super) remote_prefix: Option<String>,
+    pub(super) default_topics: Option<bool>,
+    pub(super) topics: Option<Vec<Option<RawTopicRule>>>,
+    pub(super) options: Option<BTreeMap<String, Scalar>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default, expecting = "a mapping")]
+pub(super) struct RawCloudAuth {
+    pub(super) cert_file: Option<PathBuf>,
+    pub(super) key_file: Option<PathBuf>,
+    pub(super) username: Option<String>,
+    pub(super) password_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default, expecting = "a mapping")]
+pub(super) struct RawTopicRule {
+    pub(super) pattern: Option<String>,
+    pub(super) direction: Option<Direction>,
+    pub(super) qos: Option<u8>,
+    pub(super) local_prefix: Option<String>,
+    pub(super) remote_prefix: Option<String>,
+}
+
+/// A scalar option value as typed (`restart_timeout: 5`, `… "5 30"`, `… true`), kept as its text.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct Scalar(pub(super) String);
+
+impl<'de> Deserialize<'de> for Scalar {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Scalar;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string, a number or a boolean")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Scalar, E> {
+                Ok(Scalar(s.to_owned()))
+            }
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<Scalar, E> {
+                Ok(Scalar(n.to_string()))
+            }
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<Scalar, E> {
+                Ok(Scalar(n.to_string()))
+            }
+            fn visit_f64<E: de::Error>(self, n: f64) -> Result<Scalar, E> {
+                Ok(Scalar(n.to_string()))
+            }
+            fn visit_bool<E: de::Error>(self, b: bool) -> Result<Scalar, E> {
+                Ok(Scalar(b.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -215,7 +298,9 @@ impl<'de> Deserialize<'de> for Interval {
 
 /// Checks every key of `node` (at `path`) on its own, removing and recording the unknown ones and
 /// those of the wrong type, so that the tree left behind deserializes into [`RawConfig`]. A null
-/// section (`tls:` with every key commented out) counts as an empty one.
+/// section (`tls:` with every key commented out) counts as an empty one. The items of a list of
+/// sections (`bridge.clouds`) are checked one by one; a bad item becomes null, so the items after
+/// it keep their index.
 pub(super) fn check_keys(
     path: &mut Vec<Value>,
     node: &mut Value,
@@ -234,6 +319,22 @@ pub(super) fn check_keys(
         });
         return true;
     }
+    let list_of_sections =
+        || check_one(path, Value::Sequence(vec![Value::Mapping(Mapping::new())])).is_ok();
+    if let (false, Value::Sequence(_)) = (is_section, &*node) {
+        if list_of_sections() {
+            if let Value::Sequence(items) = node {
+                for (i, item) in items.iter_mut().enumerate() {
+                    path.push(index_key(i));
+                    if !check_keys(path, item, found) {
+                        *item = Value::Null;
+                    }
+                    path.pop();
+                }
+            }
+            return true;
+        }
+    }
     match check_one(path, node.clone()) {
         Ok(()) => true,
         Err(message) => {
@@ -243,21 +344,45 @@ pub(super) fn check_keys(
     }
 }
 
+/// The path segment of the `i`th item of a list: a one-element sequence holding the index, which
+/// no mapping key of a config file is.
+pub(super) fn index_key(i: usize) -> Value {
+    Value::Sequence(vec![Value::from(i as u64)])
+}
+
+fn as_index(key: &Value) -> Option<usize> {
+    match key {
+        Value::Sequence(items) if items.len() == 1 => {
+            items[0].as_u64().and_then(|i| usize::try_from(i).ok())
+        }
+        _ => None,
+    }
+}
+
 /// Deserializes a tree holding only `value` at `path` into [`RawConfig`]. The raw structs are the
 /// schema: this asks them "is this key known, and is this value of its type?" for one key.
 pub(super) fn check_one(path: &[Value], value: Value) -> Result<(), String> {
-    let tree = path.iter().rev().fold(value, |inner, key| {
-        let mut map = Mapping::new();
-        map.insert(key.clone(), inner);
-        Value::Mapping(map)
-    });
+    let tree = path
+        .iter()
+        .rev()
+        .fold(value, |inner, key| match as_index(key) {
+            Some(_) => Value::Sequence(vec![inner]),
+            None => {
+                let mut map = Mapping::new();
+                map.insert(key.clone(), inner);
+                Value::Mapping(map)
+            }
+        });
     RawConfig::deserialize(tree)
         .map(drop)
         .map_err(|e| e.to_string())
 }
 
-/// A key as written, for a problem's key path.
+/// A key as written, for a problem's key path; a list index as `[i]`.
 fn key_name(key: &Value) -> String {
+    if let Some(i) = as_index(key) {
+        return format!("[{i}]");
+    }
     match key {
         Value::String(s) => s.clone(),
         other => serde_yaml::to_string(other)

@@ -259,6 +259,8 @@ pub(super) fn resolve(raw: RawConfig, o: &Origins, problems: &mut Vec<Problem>) 
         bad("log.level", format!("not a log filter ({e}): {level:?}"));
     }
 
+    let bridge = super::bridge::resolve(raw.bridge, &device_id, o, problems);
+
     Some(Config {
         device: DeviceConfig { id: device_id },
         mqtt: MqttConfig {
@@ -295,6 +297,7 @@ pub(super) fn resolve(raw: RawConfig, o: &Origins, problems: &mut Vec<Problem>) 
             quota_bytes,
             ttl,
         },
+        bridge,
         log: LogConfig {
             level,
             format: raw.log.format.unwrap_or(log_defaults.format),

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use edge_agent::app::{self, Agent};
 use edge_agent::config::{
-    Config, DeviceConfig, FilesConfig, HttpConfig, LogConfig, LogFormat, MqttConfig, TwinConfig,
+    BridgeConfig, Config, DeviceConfig, FilesConfig, HttpConfig, LogConfig, LogFormat, MqttConfig,
+    TwinConfig,
 };
 use tempfile::TempDir;
 
@@ -54,6 +55,7 @@ pub fn config(port: u16, data_dir: &Path) -> Config {
         data_dir: data_dir.to_path_buf(),
         twin: TwinConfig::default(),
         files: FilesConfig::in_data_dir(data_dir),
+        bridge: BridgeConfig::default(),
         log: LogConfig {
             level: "info".into(),
             format: LogFormat::Text,
