@@ -1410,6 +1410,128 @@ async fn the_agent_services_state_shows_its_own_up_health() {
     );
 }
 
+/// A time member of a state document, parsed (asserting the §1 format).
+#[track_caller]
+fn time_of(value: &Value) -> chrono::DateTime<Utc> {
+    agent_time(
+        value
+            .as_str()
+            .unwrap_or_else(|| panic!("not a time: {value}")),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bridge_state_document_tells_since_when_how_often_and_when_last_its_bridge_went_down() {
+    let mut rig = System::start_watching(Watch::FromReady, |_| {}).await;
+    let bridge = "device/main/service/mosquitto-c8y-bridge";
+    let topic = format!("te/{bridge}/status/health");
+    let url = rig.entities(&format!("/{bridge}/state"));
+    let expected = |state: &Value, status: &str, since: &Value, flaps: u64, last_down: &Value| {
+        json!({
+            "@topic-id": bridge, "@type": "service", "@parent": "device/main//",
+            "twin": {"name": "mosquitto-c8y-bridge"}, "config": {},
+            "health": {"status": status, "raw": if status == "up" { "1" } else { "0" },
+                       "received": state["health"]["received"]},
+            "since": since, "flaps": flaps, "last_down": last_down,
+            "capabilities": {}, "measurements": {}, "alarms": {}, "events": {}, "commands": {},
+            "children": []
+        })
+    };
+
+    // The first status (it auto-registers the service) counts as a change.
+    let from = Utc::now();
+    rig.publish(&topic, "1", true).await;
+    rig.caught_up().await;
+    let response = http::get(&url).await;
+    assert_eq!(response.status, 200, "{}", response.text());
+    let text = response.text().to_owned();
+    let positions: Vec<Option<usize>> = ["health", "since", "flaps", "last_down", "capabilities"]
+        .iter()
+        .map(|m| text.find(&format!("\"{m}\":")))
+        .collect();
+    assert!(
+        positions.iter().all(Option::is_some) && positions.windows(2).all(|w| w[0] < w[1]),
+        "the bridge members are not right after health: {text}"
+    );
+    let state = response.json();
+    let up1 = state["health"]["received"].clone();
+    take_received(&mut up1.clone(), from, Utc::now());
+    assert_eq!(state, expected(&state, "up", &up1, 0, &Value::Null));
+
+    rig.publish(&topic, "0", true).await;
+    rig.caught_up().await;
+    let state = http::get(&url).await.json();
+    let down = state["health"]["received"].clone();
+    assert!(time_of(&down) >= time_of(&up1), "{state}");
+    assert_eq!(state, expected(&state, "down", &down, 1, &down));
+
+    rig.publish(&topic, "1", true).await;
+    rig.caught_up().await;
+    let state = http::get(&url).await.json();
+    let up2 = state["health"]["received"].clone();
+    assert!(time_of(&up2) >= time_of(&down), "{state}");
+    assert_eq!(state, expected(&state, "up", &up2, 1, &down));
+    let listed = http::get(&rig.url(&format!("/te/v1/state?root={bridge}"))).await;
+    assert_eq!((listed.status, listed.json()), (200, json!([state])));
+
+    // The same status again (as after a reconnect of the bridge's broker) is not a change.
+    rig.publish(&topic, "1", true).await;
+    rig.caught_up().await;
+    let state = http::get(&url).await.json();
+    assert!(
+        time_of(&state["health"]["received"]) >= time_of(&up2),
+        "{state}"
+    );
+    assert_eq!(state, expected(&state, "up", &up2, 1, &down));
+
+    // Another service's state document is as before: no bridge members.
+    rig.publish(
+        "te/device/main/service/app/status/health",
+        r#"{"status":"down"}"#,
+        true,
+    )
+    .await;
+    rig.caught_up().await;
+    let app = http::get(&rig.entities("/device/main/service/app/state"))
+        .await
+        .json();
+    let mut members: Vec<&str> = app
+        .as_object()
+        .map(|o| o.keys().map(String::as_str).collect())
+        .unwrap_or_default();
+    members.sort_unstable();
+    let mut standard = vec![
+        "@topic-id",
+        "@type",
+        "@parent",
+        "twin",
+        "config",
+        "health",
+        "capabilities",
+        "measurements",
+        "alarms",
+        "events",
+        "commands",
+        "children",
+    ];
+    standard.sort_unstable();
+    assert_eq!(members, standard, "{app}");
+    assert_eq!(app["health"]["status"], "down");
+
+    // `since` and `last_down` are persisted; `flaps` counts since the agent started. The broker
+    // delivers the retained `1` to the restarted agent again, which is not a change either.
+    rig.restart_agent().await;
+    rig.caught_up().await;
+    let state = http::get(&rig.entities(&format!("/{bridge}/state")))
+        .await
+        .json();
+    assert!(
+        time_of(&state["health"]["received"]) >= time_of(&up2),
+        "{state}"
+    );
+    assert_eq!(state, expected(&state, "up", &up2, 0, &down));
+}
+
 // ---- limits and the write gate (§5.1, §9) ------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

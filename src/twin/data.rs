@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 
 use super::api::Reply;
 use super::error::TwinError;
-use super::model::{Health, Name, Record, Series, SeriesNode};
+use super::model::{Entity, Health, Name, Record, Series, SeriesNode};
 use super::outbox::Stale;
 use super::payload::{self, ConfigPayload, MeasurementValue};
 use super::store::{Durability, Store};
@@ -302,7 +302,7 @@ impl Store {
             }
         });
         if let Some(entity) = self.entities.get_mut(id) {
-            entity.extra_mut().health = health;
+            set_health(entity, health);
         }
         self.touch(id, Durability::Retained);
     }
@@ -485,6 +485,42 @@ fn series_delta(
         }
     }
     (added, dropped)
+}
+
+/// Replaces an entity's health record (`None` removes it) and, for a mosquitto bridge service,
+/// follows the changes of its derived status ([`super::model::BridgeHealth`], issue #4).
+///
+/// A status equal to the recorded one (the retained `1` delivered again after a reconnect) is
+/// not a change. The first status after a removal, or after a start without a record, is one;
+/// so is the first after loading a record written before `since` existed. `flaps` counts direct
+/// `up` → `down` changes only: after a removal, or through another status, the previous state
+/// is not known to have been `up`.
+pub(super) fn set_health(entity: &mut Entity, health: Option<Health>) {
+    let is_bridge = payload::is_mosquitto_bridge(&entity.id);
+    let extra = entity.extra_mut();
+    if is_bridge {
+        match &health {
+            None => {
+                if let Some(bridge) = &mut extra.bridge {
+                    bridge.since = None;
+                }
+            }
+            Some(new) => {
+                let previous = extra.health.as_ref().map(|h| h.status.as_str());
+                let bridge = extra.bridge.get_or_insert_with(Box::default);
+                if bridge.since.is_none() || previous != Some(new.status.as_str()) {
+                    bridge.since = Some(new.received);
+                    if new.status == "down" {
+                        bridge.last_down = Some(new.received);
+                        if previous == Some("up") {
+                            bridge.flaps += 1;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    extra.health = health;
 }
 
 /// True for the channel of a retained meta topic: `m/<t>/meta`, `e/<t>/meta` or `a/<t>/meta`.

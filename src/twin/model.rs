@@ -2,7 +2,8 @@
 //! how metadata and state documents are shaped on the HTTP API (§5.3, §6.1).
 //!
 //! Plain data with serde; no rules live here. The rules are in `store`, the payload parsers in
-//! `payload`, and the persisted form is exactly the serde form of [`Entity`].
+//! `payload`, and the persisted form is exactly the serde form of [`Entity`] (except the fields
+//! marked `serde(skip)`, which restart with the agent).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, LazyLock};
@@ -12,6 +13,7 @@ use super::vecmap::VecMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use super::payload::is_mosquitto_bridge;
 use super::time::Timestamp;
 use crate::topic::EntityTopicId;
 
@@ -95,6 +97,26 @@ pub struct Health {
     pub received: Timestamp,
 }
 
+/// How the health of a mosquitto bridge service has changed (issue #4, beyond the reference):
+/// the `since`, `flaps` and `last_down` members of its state document.
+///
+/// `since` and `last_down` are persisted (records without them, written before they existed,
+/// load as `None`), so that the retained `1` the broker delivers again after a restart is not
+/// mistaken for a change. `flaps` counts since the agent started, as the issue asks.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BridgeHealth {
+    /// When the derived status last changed to its current value; `None` while the entity has
+    /// no health record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<Timestamp>,
+    /// When the derived status last became `down` (the first status seen counts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_down: Option<Timestamp>,
+    /// `up` → `down` transitions since the agent started.
+    #[serde(skip)]
+    pub flaps: u64,
+}
+
 /// Everything the twin keeps about one registered entity. `children` is derived from the other
 /// entities' `parent` and never persisted. Sections are [`VecMap`]s and rare parts are boxed, to
 /// keep an entity with one measurement series within a few hundred bytes (issue #2, memory).
@@ -136,6 +158,10 @@ pub struct Extra {
     pub config: Option<Map<String, Value>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<Health>,
+    /// Mosquitto bridge services only, from their first health message on; boxed, being rarer
+    /// still.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bridge: Option<Box<BridgeHealth>>,
     #[serde(default, skip_serializing_if = "VecMap::is_empty")]
     pub capabilities: VecMap<String, Value>,
     /// Active alarms keyed by topic type (`ThinEdgeAlarm` for an empty one).
@@ -149,6 +175,11 @@ pub struct Extra {
 }
 
 static NO_EXTRA: LazyLock<Extra> = LazyLock::new(Extra::default);
+static NO_BRIDGE_HEALTH: BridgeHealth = BridgeHealth {
+    since: None,
+    last_down: None,
+    flaps: 0,
+};
 
 impl Entity {
     /// The rarely used sections, empty when the entity has none.
@@ -243,7 +274,8 @@ impl Serialize for Metadata<'_> {
     }
 }
 
-/// Serializes the state document of §6.1, members in the documented order.
+/// Serializes the state document of §6.1, members in the documented order; a mosquitto bridge
+/// service's also has `since`, `flaps` and `last_down` right after `health` ([`BridgeHealth`]).
 pub struct State<'a>(&'a Entity);
 
 impl Serialize for State<'_> {
@@ -269,6 +301,12 @@ impl Serialize for State<'_> {
             None => m.serialize_entry("config", &Map::new())?,
         }
         m.serialize_entry("health", &x.health)?;
+        if is_mosquitto_bridge(&e.id) {
+            let b = x.bridge.as_deref().unwrap_or(&NO_BRIDGE_HEALTH);
+            m.serialize_entry("since", &b.since)?;
+            m.serialize_entry("flaps", &b.flaps)?;
+            m.serialize_entry("last_down", &b.last_down)?;
+        }
         m.serialize_entry("capabilities", &x.capabilities)?;
         m.serialize_entry("measurements", &e.measurements)?;
         m.serialize_entry("alarms", &x.alarms)?;

@@ -176,7 +176,7 @@ impl Store {
                     }
                 }
             }
-            Channel::Health => entity.extra_mut().health = None,
+            Channel::Health => super::data::set_health(entity, None),
             _ => {}
         }
         self.touch(id, Durability::Retained);

@@ -1470,3 +1470,229 @@ fn a_stale_registration_delivered_before_the_subscription_does_not_undo_a_pendin
     );
     assert!(store.entity(&id("device/c8")).is_none());
 }
+
+// ---- mosquitto bridge health history (issue #4) ----------------------------------------------
+
+const BRIDGE: &str = "device/main/service/mosquitto-c8y-bridge";
+const BRIDGE_HEALTH: &str = "te/device/main/service/mosquitto-c8y-bridge/status/health";
+
+/// `2024-05-02T19:13:<s>.000Z`, a reception time of the agent clock.
+fn at(s: u32) -> Timestamp {
+    Timestamp::parse_rfc3339(&at_text(s)).unwrap()
+}
+
+fn at_text(s: u32) -> String {
+    format!("2024-05-02T19:13:{s:02}.000Z")
+}
+
+/// A registered bridge service, without any health message yet.
+fn with_bridge() -> Store {
+    let mut store = fresh();
+    send(
+        &mut store,
+        &format!("te/{BRIDGE}"),
+        r#"{"@type":"service"}"#,
+    );
+    store
+}
+
+/// The `health`, `since`, `flaps` and `last_down` members of a state document.
+fn bridge_members(store: &Store, s: &str) -> Value {
+    let state = state(store, s);
+    json!([
+        state["health"],
+        state["since"],
+        state["flaps"],
+        state["last_down"]
+    ])
+}
+
+fn health(status: &str, raw: &str, received: u32) -> Value {
+    json!({"status": status, "raw": raw, "received": at_text(received)})
+}
+
+#[test]
+fn a_bridge_state_document_has_since_flaps_and_last_down_right_after_health() {
+    let mut store = with_bridge();
+    let text = |store: &Store| {
+        store
+            .query(&Query::State(id(BRIDGE)))
+            .unwrap()
+            .body
+            .unwrap()
+    };
+    assert_eq!(
+        text(&store),
+        r#"{"@topic-id":"device/main/service/mosquitto-c8y-bridge","@type":"service","@parent":"device/main//","twin":{},"config":{},"health":null,"since":null,"flaps":0,"last_down":null,"capabilities":{},"measurements":{},"alarms":{},"events":{},"commands":{},"children":[]}"#
+    );
+    store.on_message(BRIDGE_HEALTH, b"0", at(1));
+    store.on_message(BRIDGE_HEALTH, b"1", at(2));
+    assert_eq!(
+        text(&store),
+        r#"{"@topic-id":"device/main/service/mosquitto-c8y-bridge","@type":"service","@parent":"device/main//","twin":{},"config":{},"health":{"status":"up","raw":"1","received":"2024-05-02T19:13:02.000Z"},"since":"2024-05-02T19:13:02.000Z","flaps":0,"last_down":"2024-05-02T19:13:01.000Z","capabilities":{},"measurements":{},"alarms":{},"events":{},"commands":{},"children":[]}"#
+    );
+    // The listing of state documents carries them too.
+    let states = get(
+        &store,
+        Query::States(Filter::from_query(None, None, None).unwrap()),
+    );
+    let bridge = states
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["@topic-id"] == BRIDGE)
+        .unwrap();
+    assert_eq!(bridge, &state(&store, BRIDGE));
+}
+
+#[test]
+fn a_bridge_counts_up_to_down_flaps_and_ignores_a_repeated_status() {
+    let mut store = with_bridge();
+    store.on_message(BRIDGE_HEALTH, b"1", at(1));
+    assert_eq!(
+        bridge_members(&store, BRIDGE),
+        json!([health("up", "1", 1), at_text(1), 0, null])
+    );
+    // The retained `1` delivered again after a reconnect is not a change.
+    store.on_message(BRIDGE_HEALTH, b"1", at(2));
+    assert_eq!(
+        bridge_members(&store, BRIDGE),
+        json!([health("up", "1", 2), at_text(1), 0, null])
+    );
+    store.on_message(BRIDGE_HEALTH, b"0", at(3));
+    store.on_message(BRIDGE_HEALTH, b"0", at(4));
+    assert_eq!(
+        bridge_members(&store, BRIDGE),
+        json!([health("down", "0", 4), at_text(3), 1, at_text(3)])
+    );
+    store.on_message(BRIDGE_HEALTH, b"1", at(5));
+    assert_eq!(
+        bridge_members(&store, BRIDGE),
+        json!([health("up", "1", 5), at_text(5), 1, at_text(3)])
+    );
+    store.on_message(BRIDGE_HEALTH, b"0", at(6));
+    assert_eq!(
+        bridge_members(&store, BRIDGE),
+        json!([health("down", "0", 6), at_text(6), 2, at_text(6)])
+    );
+}
+
+#[test]
+fn removing_a_bridge_health_resets_since_and_the_next_status_is_a_first_one() {
+    let mut store = with_bridge();
+    store.on_message(BRIDGE_HEALTH, b"0", at(1));
+    store.on_message(BRIDGE_HEALTH, b"1", at(2));
+    store.on_message(BRIDGE_HEALTH, b"", at(3));
+    assert_eq!(
+        bridge_members(&store, BRIDGE),
+        json!([null, null, 0, at_text(1)])
+    );
+    // The status before the removal is forgotten: this `0` is a first status, not a flap.
+    store.on_message(BRIDGE_HEALTH, b"0", at(4));
+    assert_eq!(
+        bridge_members(&store, BRIDGE),
+        json!([health("down", "0", 4), at_text(4), 0, at_text(4)])
+    );
+    // Neither is a change through another status.
+    store.on_message(BRIDGE_HEALTH, b"1", at(5));
+    store.on_message(BRIDGE_HEALTH, b"{}", at(6));
+    store.on_message(BRIDGE_HEALTH, b"0", at(7));
+    assert_eq!(
+        bridge_members(&store, BRIDGE),
+        json!([health("down", "0", 7), at_text(7), 0, at_text(7)])
+    );
+}
+
+#[test]
+fn a_bridge_health_cleared_while_the_agent_was_away_resets_since() {
+    let mut store = with_bridge();
+    store.on_message(BRIDGE_HEALTH, b"1", at(1));
+    store.disconnected();
+    store.begin_sync("07".into());
+    store.take_effects();
+    // The broker still has the bridge's registration, but no longer its health.
+    send(&mut store, AGENT, AGENT_PAYLOAD);
+    send(
+        &mut store,
+        &format!("te/{BRIDGE}"),
+        r#"{"@type":"service"}"#,
+    );
+    send(&mut store, &format!("{AGENT}/signal/sync-07"), "{}");
+    assert_eq!(bridge_members(&store, BRIDGE), json!([null, null, 0, null]));
+}
+
+#[test]
+fn since_and_last_down_survive_a_restart_and_flaps_start_again_at_zero() {
+    let mut store = with_bridge();
+    store.on_message(BRIDGE_HEALTH, b"1", at(1));
+    store.on_message(BRIDGE_HEALTH, b"0", at(2));
+    store.on_message(BRIDGE_HEALTH, b"1", at(3));
+    let (mut reloaded, warnings) = Store::load(config(), persisted(&mut store)).unwrap();
+    assert_eq!(warnings, Vec::<String>::new());
+    assert_eq!(
+        bridge_members(&reloaded, BRIDGE),
+        json!([health("up", "1", 3), at_text(3), 0, at_text(2)])
+    );
+    // The broker delivers the retained `1` again to the restarted agent: not a change.
+    reloaded.on_message(BRIDGE_HEALTH, b"1", at(4));
+    assert_eq!(
+        bridge_members(&reloaded, BRIDGE),
+        json!([health("up", "1", 4), at_text(3), 0, at_text(2)])
+    );
+}
+
+#[test]
+fn a_bridge_record_persisted_before_since_existed_loads_and_its_next_status_sets_since() {
+    let mut store = with_bridge();
+    store.on_message(BRIDGE_HEALTH, b"1", at(1));
+    let mut entries = persisted(&mut store);
+    let key = format!("e/{BRIDGE}");
+    let mut record: Value = serde_json::from_str(entries[&key].get()).unwrap();
+    assert_eq!(record["extra"]["bridge"], json!({"since": at_text(1)}));
+    record["extra"].as_object_mut().unwrap().remove("bridge");
+    entries.insert(key, RawJson::from_serialize(&record).unwrap());
+
+    let (mut reloaded, warnings) = Store::load(config(), entries).unwrap();
+    assert_eq!(warnings, Vec::<String>::new());
+    assert_eq!(
+        bridge_members(&reloaded, BRIDGE),
+        json!([health("up", "1", 1), null, 0, null])
+    );
+    reloaded.on_message(BRIDGE_HEALTH, b"0", at(2));
+    assert_eq!(
+        bridge_members(&reloaded, BRIDGE),
+        json!([health("down", "0", 2), at_text(2), 1, at_text(2)])
+    );
+}
+
+#[test]
+fn other_entities_have_no_bridge_members_and_persist_no_bridge_history() {
+    let mut store = fresh();
+    for (topic, payload) in [
+        ("te/device/main/service/app/status/health", "1"),
+        ("te/device/main/service/app/status/health", "0"),
+        ("te/device/main/service/mosquitto-bridge/status/health", "0"),
+        (
+            "te/device/main/service/my-mosquitto-c8y-bridge/status/health",
+            "0",
+        ),
+        ("te/device/main///status/health", r#"{"status":"down"}"#),
+    ] {
+        send(&mut store, topic, payload);
+    }
+    let entries = persisted(&mut store);
+    for s in [
+        "device/main/service/app",
+        "device/main/service/mosquitto-bridge",
+        "device/main/service/my-mosquitto-c8y-bridge",
+        "device/main//",
+    ] {
+        let state = state(&store, s);
+        assert!(state["health"].is_object(), "{s}: {state}");
+        for member in ["since", "flaps", "last_down"] {
+            assert!(state.get(member).is_none(), "{s}: {state}");
+        }
+        let record = entries[&format!("e/{}", id(s))].get();
+        assert!(!record.contains("bridge\":"), "{s}: {record}");
+    }
+}

@@ -27,7 +27,7 @@ pub fn health_status(id: &EntityTopicId, payload: &[u8]) -> (String, String) {
 }
 
 /// A default-scheme service named `mosquitto-<x>-bridge`.
-fn is_mosquitto_bridge(id: &EntityTopicId) -> bool {
+pub fn is_mosquitto_bridge(id: &EntityTopicId) -> bool {
     id.default_service_names()
         .and_then(|(_, service)| service.strip_prefix("mosquitto-"))
         .is_some_and(|rest| rest.ends_with("-bridge"))

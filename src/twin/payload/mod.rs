@@ -20,7 +20,7 @@ use super::error::TwinError;
 pub use documents::{
     parse_capability, parse_command, parse_config, parse_twin_value, ConfigPayload,
 };
-pub use health::health_status;
+pub use health::{health_status, is_mosquitto_bridge};
 pub use measurement::{parse_measurement, Measurement, MeasurementValue};
 pub use records::{alarm_key, parse_alarm, parse_event, EventMessage};
 pub use registration::{
