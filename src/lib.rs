@@ -4,6 +4,7 @@
 //! # Layout
 //! - [`config`]: the YAML configuration, from raw file and environment to a validated [`config::Config`].
 //! - [`cli`]: the command line (clap).
+//! - [`bridge`]: the Mosquitto bridge files for the clouds: render, prove, keep in step.
 //! - [`app`]: wiring: bind sockets, load state, spawn the tasks, shut down with a grace period.
 //! - [`topic`]: the `te/` topic grammar: entity topic ids and channels.
 //! - [`twin`]: the digital twin: model, payload parsers, the synchronous store, persistence and
@@ -18,6 +19,7 @@
 #![forbid(unsafe_code)]
 
 pub mod app;
+pub mod bridge;
 pub mod cli;
 pub mod client;
 pub mod config;

@@ -507,12 +507,18 @@ fn resolve_rule(
     if qos > 2 {
         bad("qos", format!("must be 0, 1 or 2, not {qos}"));
     }
+    let one_topic = pattern.as_deref() == Some("");
     for (key, prefix) in [
         ("local_prefix", &raw.local_prefix),
         ("remote_prefix", &raw.remote_prefix),
     ] {
         if let Some(prefix) = prefix {
-            check_prefix(prefix).unwrap_or_else(|message| bad(key, message));
+            // With an empty pattern, the prefixes are the two topics mapped to each other.
+            let checked = match one_topic {
+                true => check_topic(prefix),
+                false => check_prefix(prefix),
+            };
+            checked.unwrap_or_else(|message| bad(key, message));
         }
     }
     let pattern = pattern?;
@@ -590,6 +596,17 @@ pub fn check_prefix(prefix: &str) -> Result<(), String> {
         return Err(format!(
             "must end with '/', since mosquitto joins it to the topic as it is: {prefix:?} \
              would map \"{prefix}a/b\"; write \"{prefix}/\""
+        ));
+    }
+    Ok(())
+}
+
+/// A topic name (no wildcards), one token.
+fn check_topic(topic: &str) -> Result<(), String> {
+    check_token(topic)?;
+    if topic.contains(['+', '#']) {
+        return Err(format!(
+            "must not contain the wildcards '+' or '#': {topic:?}"
         ));
     }
     Ok(())
