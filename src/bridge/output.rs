@@ -167,7 +167,7 @@ mod tests {
         let a = rendered("a", "connection edge_to_a\n", false);
         let applied = apply(dir.path(), std::slice::from_ref(&a), true).unwrap();
         let path = dir.path().join("a-bridge.conf");
-        assert_eq!(applied.written, [path.clone()]);
+        assert_eq!(applied.written, std::slice::from_ref(&path));
         assert_eq!(fs::read_to_string(&path).unwrap(), a.text);
         assert_eq!(mode(&path), 0o644);
         let again = apply(dir.path(), std::slice::from_ref(&a), true).unwrap();
