@@ -4,7 +4,8 @@
 //!    certificate or a taken port fails here, before anything else runs) and serve at once: twin
 //!    routes answer 503 until the state is loaded (spec/twin.md §7.3);
 //! 2. load the persisted twin, then build the MQTT connection with the last will;
-//! 3. spawn the connection and the twin's owner task.
+//! 3. spawn the connection and the twin's owner task; with a configuration file to follow
+//!    ([`start_following`]), the bridges' task, which renders them and re-renders on change.
 //!
 //! Shutdown: stop HTTP, let the twin flush and publish its `down` health, disconnect, all within
 //! a grace period. [`start`] returns a handle with every bound address so tests run in-process.
@@ -17,6 +18,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::bridge::watch::ConfigSource;
 use crate::config::Config;
 use crate::files::{OpenError, Store as FileStore};
 use crate::http::tls::{self, TlsError};
@@ -68,10 +70,21 @@ pub struct Agent {
     http: JoinHandle<()>,
     twin: JoinHandle<()>,
     mqtt: JoinHandle<()>,
+    bridges: Option<JoinHandle<()>>,
 }
 
 /// Starts the agent: binds, loads the twin, connects. Must run inside a multi-thread runtime.
+/// The configuration file is not followed and no bridge file is rendered.
 pub async fn start(config: Config) -> Result<Agent, StartError> {
+    start_following(config, None).await
+}
+
+/// [`start`], and with `source`, the bridges' task: it renders the bridge files of `config`
+/// and re-renders them when `source` changes (`edge-agent run`).
+pub async fn start_following(
+    config: Config,
+    source: Option<ConfigSource>,
+) -> Result<Agent, StartError> {
     let tls = config.http.tls.as_ref().map(tls::acceptor).transpose()?;
     let listener = crate::http::bind(config.http.bind).map_err(|source| StartError::Bind {
         addr: config.http.bind,
@@ -136,6 +149,14 @@ pub async fn start(config: Config) -> Result<Agent, StartError> {
         }
     };
     let (publisher, connection) = Connection::new(options, &config);
+    let bridges = source.map(|source| {
+        tokio::spawn(crate::bridge::watch::run(
+            source,
+            config.clone(),
+            publisher.clone(),
+            http_stop.clone(),
+        ))
+    });
     let (acks_tx, acks_rx) = mpsc::unbounded_channel();
     let mqtt_stop = CancellationToken::new();
     let mqtt = tokio::spawn(connection.run(input_tx, acks_tx, mqtt_stop.clone()));
@@ -161,6 +182,7 @@ pub async fn start(config: Config) -> Result<Agent, StartError> {
         http,
         twin,
         mqtt,
+        bridges,
     })
 }
 
@@ -189,6 +211,10 @@ impl Agent {
             .is_ok();
         self.mqtt_stop.cancel();
         let http_done = tokio::time::timeout_at(deadline, self.http).await.is_ok();
+        if let Some(bridges) = self.bridges {
+            // A restart command still running is not waited for.
+            bridges.abort();
+        }
         twin_done && mqtt_done && http_done
     }
 
@@ -197,6 +223,9 @@ impl Agent {
         self.http.abort();
         self.twin.abort();
         self.mqtt.abort();
+        if let Some(bridges) = self.bridges {
+            bridges.abort();
+        }
     }
 }
 

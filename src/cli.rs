@@ -32,6 +32,11 @@ pub enum Command {
         #[command(subcommand)]
         action: ConfigAction,
     },
+    /// Generate, prove and explain the Mosquitto bridge files of the configured clouds
+    Bridge {
+        #[command(subcommand)]
+        action: BridgeAction,
+    },
     /// Move files to and from an agent's file transfer service (/te/v1/files)
     Files {
         #[command(flatten)]
@@ -68,6 +73,35 @@ pub enum FilesAction {
     Get { remote: Remote, local: PathBuf },
     /// Delete REMOTE (also succeeds when it does not exist)
     Rm { remote: Remote },
+}
+
+#[derive(Debug, PartialEq, Eq, Subcommand)]
+pub enum BridgeAction {
+    /// Check the clouds of the configuration and write their bridge files into bridge.dir (or
+    /// --out DIR); then run bridge.restart_command if a file changed
+    Render {
+        /// Only this cloud (other clouds' files are left alone)
+        #[arg(long, value_name = "NAME")]
+        name: Option<String>,
+        /// Write into DIR instead of bridge.dir, and do not restart the broker
+        #[arg(long, value_name = "DIR", conflicts_with = "stdout")]
+        out: Option<PathBuf>,
+        /// Print the files instead of writing them
+        #[arg(long)]
+        stdout: bool,
+    },
+    /// Render into a temp dir and start the real mosquitto on it (every bridge pointed at a
+    /// closed loopback port): exit 0 when mosquitto loads it, 1 with its error mapped to the YAML key
+    Validate {
+        /// Only this cloud
+        #[arg(long, value_name = "NAME")]
+        name: Option<String>,
+    },
+    /// Print a cloud's rules: local topic, direction, remote topic, QoS
+    Inspect { name: String },
+    /// Tell where a local or remote TOPIC goes through a cloud's bridge: exit 0 if some rule
+    /// carries it, 2 if none does, 1 for a topic with wildcards
+    Route { name: String, topic: String },
 }
 
 #[derive(Debug, PartialEq, Eq, Subcommand)]

@@ -355,20 +355,37 @@ pub fn load(cli_path: Option<&Path>, env: &[(String, String)]) -> Result<Config,
     load_with_default(cli_path, env, Path::new(DEFAULT_PATH))
 }
 
-fn load_with_default(
-    cli_path: Option<&Path>,
-    env: &[(String, String)],
-    default_path: &Path,
-) -> Result<Config, ConfigError> {
+/// The file the configuration is read from: `--config FILE` (`cli_path`), else
+/// `$EDGE_AGENT_CONFIG`, else [`DEFAULT_PATH`] (which may not exist).
+/// Made absolute, so that it names the same file wherever it is shown or read again.
+pub fn path(cli_path: Option<&Path>, env: &[(String, String)]) -> PathBuf {
+    let path = source(cli_path, env, Path::new(DEFAULT_PATH)).0;
+    std::path::absolute(path).unwrap_or_else(|_| path.to_owned())
+}
+
+/// The file and whether it was named explicitly.
+fn source<'a>(
+    cli_path: Option<&'a Path>,
+    env: &'a [(String, String)],
+    default_path: &'a Path,
+) -> (&'a Path, bool) {
     let env_path = env
         .iter()
         .rev()
         .find(|(name, value)| name == CONFIG_PATH_VAR && !value.is_empty())
         .map(|(_, value)| Path::new(value));
-    let (path, explicit) = match cli_path.or(env_path) {
+    match cli_path.or(env_path) {
         Some(path) => (path, true),
         None => (default_path, false),
-    };
+    }
+}
+
+fn load_with_default(
+    cli_path: Option<&Path>,
+    env: &[(String, String)],
+    default_path: &Path,
+) -> Result<Config, ConfigError> {
+    let (path, explicit) = source(cli_path, env, default_path);
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(e) if !explicit && e.kind() == io::ErrorKind::NotFound => String::new(),

@@ -10,7 +10,9 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use edge_agent::cli::{Cli, Command, ConfigAction, FilesAction, FilesOptions};
+use edge_agent::bridge::commands;
+use edge_agent::bridge::watch::ConfigSource;
+use edge_agent::cli::{BridgeAction, Cli, Command, ConfigAction, FilesAction, FilesOptions};
 use edge_agent::client::{self, Base, Client, TlsOptions};
 use edge_agent::config::{self, Config, LogFormat};
 
@@ -43,7 +45,11 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Files { .. } => unreachable!("handled before the configuration is loaded"),
-        Command::Run => match run(config) {
+        Command::Bridge { action } => {
+            let path = config::path(cli.config.as_deref(), &env);
+            ExitCode::from(bridge(&config, &path, action))
+        }
+        Command::Run => match run(config, config::path(cli.config.as_deref(), &env), env) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
                 tracing::error!("{error:#}");
@@ -54,7 +60,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(config: Config) -> anyhow::Result<()> {
+fn run(config: Config, path: std::path::PathBuf, env: Vec<(String, String)>) -> anyhow::Result<()> {
     init_logging(&config);
     // Before anything builds a TLS client: rustls needs exactly one crypto provider.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -66,7 +72,8 @@ fn run(config: Config) -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
-        let agent = edge_agent::app::start(config)
+        let source = ConfigSource { path, env };
+        let agent = edge_agent::app::start_following(config, Some(source))
             .await
             .context("cannot start")?;
         shutdown_signal().await;
@@ -83,6 +90,44 @@ fn run(config: Config) -> anyhow::Result<()> {
 
 /// `files put|get|rm`: the configuration is read only when REMOTE is a store path and no
 /// `--url` is given, for `http.public_url`.
+fn bridge(config: &Config, config_path: &Path, action: BridgeAction) -> u8 {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("edge-agent: cannot start the async runtime: {e}");
+            return commands::EXIT_PROBLEM;
+        }
+    };
+    let (mut stdout, mut stderr) = (std::io::stdout(), std::io::stderr());
+    let io = &mut commands::Out {
+        out: &mut stdout,
+        err: &mut stderr,
+    };
+    runtime.block_on(async {
+        match action {
+            BridgeAction::Render { name, out, stdout } => {
+                commands::render(
+                    config,
+                    config_path,
+                    name.as_deref(),
+                    out.as_deref(),
+                    stdout,
+                    io,
+                )
+                .await
+            }
+            BridgeAction::Validate { name } => {
+                commands::validate(config, config_path, name.as_deref(), io).await
+            }
+            BridgeAction::Inspect { name } => commands::inspect(config, &name, io),
+            BridgeAction::Route { name, topic } => commands::route(config, &name, &topic, io),
+        }
+    })
+}
+
 fn files(
     config_path: Option<&Path>,
     env: &[(String, String)],

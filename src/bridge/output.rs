@@ -53,6 +53,10 @@ fn io_error(path: &Path) -> impl FnOnce(io::Error) -> OutputError + '_ {
 /// Writes `files` into `dir` (created if missing). With `prune`, also removes every generated
 /// `*-bridge.conf` in `dir` that is not one of `files`.
 pub fn apply(dir: &Path, files: &[Rendered], prune: bool) -> Result<Applied, OutputError> {
+    if files.is_empty() && !dir.exists() {
+        // No clouds, and no directory that could hold files of former ones.
+        return Ok(Applied::default());
+    }
     fs::create_dir_all(dir).map_err(io_error(dir))?;
     let mut applied = Applied::default();
     let mut to_write = Vec::new();

@@ -763,7 +763,7 @@ bridge:
         - {pattern: 'a b', direction: out}
         - {pattern: x, direction: sideways}
         - {pattern: '', direction: out, qos: 3, remote_prefix: r/}
-        - {pattern: '', direction: in, local_prefix: 'l/', remote_prefix: 'r'}
+        - {pattern: x, direction: in, local_prefix: 'l/', remote_prefix: 'r'}
       options:
         connection: x
         restart_timeout: \"1\\n2\"

@@ -1,0 +1,276 @@
+//! `edge-agent run`'s bridges: rendered once at start, then re-rendered whenever the
+//! configuration file changes (issue #4, "Live operation").
+//!
+//! The file's directory is watched, not the file: editors replace a file by renaming a new one
+//! over it, and a watch on the old inode would go silent (CRATES.md). Events are debounced.
+//! A valid change re-renders the bridges whose output changed and runs the restart command
+//! once, never more than once per [`restart::MIN_INTERVAL`]; an invalid change (a config problem
+//! or a bridge check that fails) keeps the running configuration, and each problem is logged and
+//! published on `<root>/errors`. Other sections change only when the agent restarts; a change
+//! to them is logged as such.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use notify::event::ModifyKind;
+use notify::{EventKind, RecursiveMode};
+use notify_debouncer_full::{new_debouncer, DebounceEventResult};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::check::Finding;
+use super::output;
+use super::plan::{self, chain, Target};
+use super::restart::{self, Pacer};
+use crate::config::{self, Config};
+use crate::mqtt::Publisher;
+use crate::twin::effects::Publication;
+
+/// How long the file must be quiet before it is read: editors write in several steps.
+const DEBOUNCE: Duration = Duration::from_millis(300);
+
+/// Where the running configuration came from, so that it can be read again.
+#[derive(Debug, Clone)]
+pub struct ConfigSource {
+    pub path: PathBuf,
+    /// The process environment, for the `EDGE_AGENT_*` overrides.
+    pub env: Vec<(String, String)>,
+}
+
+/// The task: renders the bridges of `config`, then follows `source` until `stop`.
+pub async fn run(
+    source: ConfigSource,
+    config: Config,
+    publisher: Publisher,
+    stop: CancellationToken,
+) {
+    let mut live = Live {
+        source,
+        config,
+        publisher,
+        pacer: Pacer::default(),
+        restart_at: None,
+    };
+    live.apply_bridges(None).await;
+    let (tx, mut changes) = mpsc::channel::<()>(1);
+    let _watcher = match watch(&live.source.path, tx) {
+        Ok(watcher) => Some(watcher),
+        Err(e) => {
+            tracing::warn!(
+                path = %live.source.path.display(),
+                "cannot watch the configuration file, changes apply when edge-agent restarts: {e}"
+            );
+            None
+        }
+    };
+    loop {
+        let restart_at = live.restart_at;
+        tokio::select! {
+            () = stop.cancelled() => break,
+            Some(()) = changes.recv() => live.reload().await,
+            () = sleep_until(restart_at) => live.restart().await,
+        }
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Watches the directory of `path` and sends a unit on `tx` when an event names the file.
+fn watch(
+    path: &Path,
+    tx: mpsc::Sender<()>,
+) -> Result<
+    notify_debouncer_full::Debouncer<
+        notify::RecommendedWatcher,
+        notify_debouncer_full::RecommendedCache,
+    >,
+    notify::Error,
+> {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    let name = path.file_name().map(|n| n.to_owned());
+    let mut debouncer = new_debouncer(DEBOUNCE, None, move |result: DebounceEventResult| {
+        let Ok(events) = result else { return };
+        // Reading the file (this task does) raises access events: only changes count.
+        let ours = events.iter().any(|e| {
+            matches!(
+                e.kind,
+                EventKind::Create(_)
+                    | EventKind::Remove(_)
+                    | EventKind::Modify(
+                        ModifyKind::Data(_) | ModifyKind::Name(_) | ModifyKind::Any
+                    )
+            ) && e.paths.iter().any(|p| p.file_name() == name.as_deref())
+        });
+        if ours {
+            // A change already waiting to be read covers this one.
+            let _ = tx.try_send(());
+        }
+    })?;
+    debouncer.watch(&dir, RecursiveMode::NonRecursive)?;
+    Ok(debouncer)
+}
+
+struct Live {
+    source: ConfigSource,
+    config: Config,
+    publisher: Publisher,
+    pacer: Pacer,
+    restart_at: Option<Instant>,
+}
+
+impl Live {
+    /// Reads the file again and applies what changed.
+    async fn reload(&mut self) {
+        let source = self.source.clone();
+        let loaded =
+            tokio::task::spawn_blocking(move || config::load(Some(&source.path), &source.env))
+                .await;
+        let new = match loaded {
+            Ok(Ok(new)) => new,
+            Ok(Err(e)) => {
+                let problems: Vec<String> = match e.problems() {
+                    [] => vec![chain(&e)],
+                    problems => problems.iter().map(ToString::to_string).collect(),
+                };
+                self.refuse(&problems);
+                return;
+            }
+            Err(e) => {
+                tracing::error!("the configuration reload failed: {e}");
+                return;
+            }
+        };
+        if new == self.config {
+            tracing::debug!("the configuration file changed, but not its meaning");
+            return;
+        }
+        let restart_only: Vec<&str> = changed_sections(&self.config, &new);
+        if !restart_only.is_empty() {
+            tracing::warn!(
+                "the configuration of {} changed: it takes effect when edge-agent restarts",
+                restart_only.join(", ")
+            );
+        }
+        let bridges_changed =
+            new.bridge != self.config.bridge || new.mqtt.topic_root != self.config.mqtt.topic_root;
+        if !bridges_changed {
+            self.config = new;
+            return;
+        }
+        tracing::info!("the bridge configuration changed: rendering");
+        self.apply_bridges(Some(new)).await;
+    }
+
+    /// Renders and writes the bridges of `new` (or of the running configuration at start),
+    /// which then becomes the running configuration; schedules a restart if a file changed.
+    async fn apply_bridges(&mut self, new: Option<Config>) {
+        let starting = new.is_none();
+        let candidate = new.unwrap_or_else(|| self.config.clone());
+        let path = self.source.path.clone();
+        let config = candidate.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let plan = plan::plan(&config, &path, None, Target::Clouds)?;
+            for warning in &plan.warnings {
+                tracing::warn!("{warning}");
+            }
+            output::apply(&config.bridge.dir, &plan.files, true)
+                .map_err(|e| vec![Finding::new("bridge.dir", chain(&e))])
+        })
+        .await;
+        let applied = match result {
+            Ok(Ok(applied)) => applied,
+            Ok(Err(found)) => {
+                let problems: Vec<String> = found.iter().map(ToString::to_string).collect();
+                self.refuse(&problems);
+                if !starting {
+                    // The running configuration stays; its bridge files are untouched.
+                    return;
+                }
+                self.config = candidate;
+                return;
+            }
+            Err(e) => {
+                tracing::error!("rendering the bridges failed: {e}");
+                return;
+            }
+        };
+        self.config = candidate;
+        for path in &applied.written {
+            tracing::info!(path = %path.display(), "bridge file written");
+        }
+        for path in &applied.removed {
+            tracing::info!(path = %path.display(), "bridge file removed");
+        }
+        if applied.changed() {
+            let now = Instant::now();
+            self.restart_at = Some(self.pacer.next_slot(now));
+        }
+    }
+
+    /// Runs the restart command of the running configuration.
+    async fn restart(&mut self) {
+        self.restart_at = None;
+        self.pacer.ran(Instant::now());
+        let command = &self.config.bridge.restart_command;
+        if command.is_empty() {
+            tracing::warn!(
+                "bridge files changed: restart mosquitto to apply them (it reads bridges only \
+                 when it starts), or set bridge.restart_command"
+            );
+            return;
+        }
+        match restart::run(command).await {
+            Ok(()) => tracing::info!(command = command.join(" "), "restarted the broker"),
+            Err(e) => tracing::error!("{}", chain(&e)),
+        }
+    }
+
+    /// An invalid change: each problem is logged and published; the running config stays.
+    fn refuse(&self, problems: &[String]) {
+        let topic = format!("{}/errors", self.config.mqtt.topic_root);
+        let path = self.source.path.display();
+        for problem in problems {
+            tracing::error!(config = %path, "configuration refused, the running one is kept: {problem}");
+            self.publisher.publish(
+                Publication::transient(topic.clone(), format!("{path}: {problem}")),
+                None,
+            );
+        }
+    }
+}
+
+/// The sections other than `bridge` that differ: they take effect only at the next start.
+fn changed_sections(old: &Config, new: &Config) -> Vec<&'static str> {
+    let mut changed = Vec::new();
+    if old.device != new.device {
+        changed.push("device");
+    }
+    if old.mqtt != new.mqtt {
+        changed.push("mqtt");
+    }
+    if old.http != new.http {
+        changed.push("http");
+    }
+    if old.data_dir != new.data_dir {
+        changed.push("data_dir");
+    }
+    if old.twin != new.twin {
+        changed.push("twin");
+    }
+    if old.files != new.files {
+        changed.push("files");
+    }
+    if old.log != new.log {
+        changed.push("log");
+    }
+    changed
+}
