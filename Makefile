@@ -14,7 +14,7 @@ build:
 # shuts down first, publishing its `down` health to a broker that is still there, and the EXIT
 # trap then stops the broker. The INT/TERM trap keeps the shell alive until the agent has exited.
 run: build
-	mkdir -p .run/mosquitto .run/edge-agent
+	mkdir -p .run/mosquitto .run/edge-agent .run/bridges
 	setsid mosquitto -c mosquitto/mosquitto.conf & broker=$$!; \
 	trap 'kill $$broker 2>/dev/null; wait $$broker 2>/dev/null' EXIT; \
 	trap 'exit 130' INT TERM; \

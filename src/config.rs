@@ -918,6 +918,7 @@ mod tests {
         assert_eq!(c.data_dir, Path::new(".run/edge-agent"));
         assert_eq!((c.mqtt.host.as_str(), c.mqtt.port), ("127.0.0.1", 1883));
         assert_eq!(c.http.bind, "127.0.0.1:8000".parse().unwrap());
+        assert_eq!(c.bridge.dir, Path::new(".run/bridges"));
     }
 
     #[test]
