@@ -1,7 +1,8 @@
 //! Test certificates, made at run time with the `openssl` command in a private temp dir, so no
 //! key or certificate is ever committed: a CA, a server certificate for `127.0.0.1` and
 //! `localhost` and a client certificate (both signed by that CA), and a second, unrelated CA
-//! with a client certificate of its own.
+//! with a client certificate of its own. Client certificates with a chosen common name (a device
+//! id, for brokers that take it as the user name) are made on demand.
 //!
 //! The keys are ECDSA P-256, which rustls and mosquitto's OpenSSL both accept and which take
 //! milliseconds to generate, so every test makes its own set. The certificates are valid for
@@ -9,6 +10,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use tempfile::TempDir;
 
@@ -33,6 +35,8 @@ const CLIENT_EXTENSIONS: &str = "basicConstraints=critical,CA:FALSE\n\
 /// A set of PEM files in a temp dir, deleted on drop.
 pub struct Pki {
     dir: TempDir,
+    /// The serial of the next on-demand certificate; the fixed ones use 2 to 4.
+    next_serial: AtomicU32,
 }
 
 impl Pki {
@@ -44,7 +48,10 @@ impl Pki {
             .prefix("edge-agent-pki-")
             .tempdir()
             .expect("cannot create a temp dir for certificates");
-        let pki = Pki { dir };
+        let pki = Pki {
+            dir,
+            next_serial: AtomicU32::new(100),
+        };
         pki.self_signed_ca("ca", "edge-agent test CA");
         pki.self_signed_ca("other-ca", "edge-agent unrelated CA");
         pki.signed_by_ca("ca", "server", "localhost", SERVER_EXTENSIONS, "2");
@@ -93,6 +100,27 @@ impl Pki {
 
     pub fn other_client_key(&self) -> PathBuf {
         self.file("other-client.key")
+    }
+
+    /// A new client certificate with the subject `CN=<common_name>`, signed by [`Pki::ca`]:
+    /// `(certificate, key)`, e.g. a gateway's identity towards a broker with
+    /// `use_identity_as_username true`. `common_name` is also the file name, so letters,
+    /// digits, `-` and `_` only.
+    pub fn client_cert_for(&self, common_name: &str) -> (PathBuf, PathBuf) {
+        assert!(
+            !common_name.is_empty()
+                && common_name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
+            "client_cert_for: {common_name:?} is not a plain name"
+        );
+        let name = format!("client-{common_name}");
+        let serial = self.next_serial.fetch_add(1, Ordering::Relaxed).to_string();
+        self.signed_by_ca("ca", &name, common_name, CLIENT_EXTENSIONS, &serial);
+        (
+            self.file(&format!("{name}.pem")),
+            self.file(&format!("{name}.key")),
+        )
     }
 
     fn file(&self, name: &str) -> PathBuf {

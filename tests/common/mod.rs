@@ -12,12 +12,15 @@
 //! - [`twin`]: `System`, a broker, a ready agent, an input client and a `te/#` observer, with the
 //!   "caught up" barrier; the one fixture of the twin's end-to-end tests (MQTT and HTTP).
 //! - [`scenario`]: a proxy to cut the agent's connection, the broker's pid, traffic collection.
+//! - [`bridge`]: a TLS "cloud" broker and a restartable local broker with a bridge directory, a
+//!   persistent-session subscriber, and the bridge files and config of the bridge tests.
 //!
 //! Everything is per test (ports, directories, client ids), so tests run in parallel, and every
 //! wait has a timeout. Each test binary uses a subset, hence `dead_code` is allowed.
 #![allow(dead_code)]
 
 pub mod agent;
+pub mod bridge;
 pub mod certs;
 pub mod http;
 pub mod mosquitto;

@@ -29,6 +29,8 @@ const DB_FILE: &str = "mosquitto.db";
 pub struct Broker {
     dir: TempDir,
     port: u16,
+    /// Further listeners' ports, `{port1}`, `{port2}`... in `extra_conf`.
+    extra_ports: Vec<u16>,
     extra_conf: Vec<String>,
     child: Option<Child>,
 }
@@ -51,6 +53,14 @@ impl Broker {
     /// ([`Broker::dir`]), which already exists when the lines are written; files the broker
     /// needs at start-up must therefore live elsewhere (e.g. the test's own `TempDir`).
     pub async fn start_with(extra_conf_lines: &[&str]) -> Broker {
+        Broker::start_with_ports(0, extra_conf_lines).await
+    }
+
+    /// [`Broker::start_with`] with `extra_ports` more free ports for listeners of its own:
+    /// `{port1}`, `{port2}`... in the lines are replaced by them (e.g. `listener {port1}
+    /// 127.0.0.1` and its TLS settings); [`Broker::extra_port`] tells them. All ports are
+    /// chosen again if one was taken before mosquitto bound it, and kept across restarts.
+    pub async fn start_with_ports(extra_ports: usize, extra_conf_lines: &[&str]) -> Broker {
         let dir = tempfile::Builder::new()
             .prefix("edge-agent-mosquitto-")
             .tempdir()
@@ -62,12 +72,15 @@ impl Broker {
         let mut broker = Broker {
             dir,
             port: 0,
+            extra_ports: Vec::new(),
             extra_conf,
             child: None,
         };
         let mut last = String::new();
         for _ in 0..START_ATTEMPTS {
-            broker.port = free_port();
+            let mut ports = free_ports(1 + extra_ports);
+            broker.port = ports.remove(0);
+            broker.extra_ports = ports;
             match broker.spawn_and_wait().await {
                 Ok(()) => return broker,
                 Err(StartError::PortTaken) => {
@@ -81,6 +94,11 @@ impl Broker {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The `n`th extra port (`{port<n>}`, from 1) of [`Broker::start_with_ports`].
+    pub fn extra_port(&self, n: usize) -> u16 {
+        self.extra_ports[n - 1]
     }
 
     pub fn host(&self) -> &'static str {
@@ -204,7 +222,11 @@ impl Broker {
             port = self.port,
         );
         for line in &self.extra_conf {
-            conf.push_str(line);
+            let mut line = line.clone();
+            for (i, port) in self.extra_ports.iter().enumerate() {
+                line = line.replace(&format!("{{port{}}}", i + 1), &port.to_string());
+            }
+            conf.push_str(&line);
             conf.push('\n');
         }
         let path = self.dir.path().join(CONF_FILE);
@@ -284,15 +306,25 @@ impl Drop for Broker {
     }
 }
 
-/// A port that was free a moment ago (see the module doc for the race and its retry).
-fn free_port() -> u16 {
-    TcpListener::bind((HOST, 0))
-        .and_then(|listener| listener.local_addr())
-        .expect("cannot bind 127.0.0.1:0")
-        .port()
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    free_ports(1)[0]
 }
 
-fn mosquitto_binary() -> &'static str {
+/// `n` distinct ports that were free a moment ago (see the module doc for the race and its
+/// retry): all are bound at once, so none is handed out twice.
+fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind((HOST, 0)).expect("cannot bind 127.0.0.1:0"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().expect("a bound address").port())
+        .collect()
+}
+
+/// The mosquitto executable: `/usr/sbin/mosquitto` if it exists, else `mosquitto` from `PATH`.
+pub fn mosquitto_binary() -> &'static str {
     // Debian installs it in /usr/sbin, which is not on every user's PATH.
     if Path::new("/usr/sbin/mosquitto").exists() {
         "/usr/sbin/mosquitto"
