@@ -123,12 +123,13 @@ pub fn hand_written_bridge(cloud: &CloudBroker, identity: &Identity) -> String {
 }
 
 /// The agent config's `bridge:` section: the local broker's bridge directory and restart
-/// script, and one `mqtt`-type cloud named [`CLOUD_NAME`] at `cloud`'s TLS listener with
-/// certificate authentication and `clean_session: false`. `cloud_lines` are more keys of that
-/// cloud, YAML at the cloud's indentation, e.g. `topics:` and `  - {pattern: "extra/#", ...}`.
+/// script, and one `mqtt`-type cloud named [`CLOUD_NAME`] at `url` (`host:port`, e.g.
+/// [`CloudBroker::tls_addr`]) with device id [`DEVICE_ID`], certificate authentication and
+/// `clean_session: false`. `cloud_lines` are more keys of that cloud, YAML at the cloud's
+/// indentation, e.g. `topics:` and `  - {pattern: "extra/#", direction: out, qos: 1}`.
 pub fn bridge_yaml(
     local: &LocalBroker,
-    cloud: &CloudBroker,
+    url: &str,
     identity: &Identity,
     cloud_lines: &[&str],
 ) -> String {
@@ -150,7 +151,7 @@ pub fn bridge_yaml(
         dir = yaml_path(local.bridge_dir()),
         bin = yaml_str(mosquitto::mosquitto_binary()),
         script = yaml_path(&local.restart_script()),
-        url = yaml_str(&cloud.tls_addr()),
+        url = yaml_str(url),
         ca = yaml_path(&identity.ca),
         cert = yaml_path(&identity.cert),
         key = yaml_path(&identity.key),
@@ -340,6 +341,19 @@ impl LocalBroker {
     /// mosquitto and returns once the supervisor started the new one (status 1 after 10 s).
     pub fn restart_script(&self) -> PathBuf {
         self.file(RESTART_SCRIPT)
+    }
+
+    /// Restarts the broker as the restart script does (SIGTERM, the supervisor starts it
+    /// again), without counting it, and returns once the new one accepts connections: e.g. to
+    /// load a bridge file rendered after [`LocalBroker::start`].
+    pub async fn restart(&self) {
+        let starts = {
+            let s = lock(&self.state);
+            let pid = s.pid.expect("the local broker runs");
+            signal(pid, "TERM");
+            s.starts
+        };
+        self.wait_started(starts + 1, START_TIMEOUT).await;
     }
 
     /// How many times the restart script ran.

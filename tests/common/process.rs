@@ -186,15 +186,27 @@ pub async fn run<S: AsRef<OsStr>>(args: &[S], env: &[(&str, &str)]) -> Finished 
 pub struct AgentSetup {
     dir: TempDir,
     mqtt_port: u16,
+    /// Top-level YAML appended to every config file written, e.g. a `bridge:` section.
+    extra_config: String,
 }
 
 impl AgentSetup {
     pub fn new(mqtt_port: u16) -> AgentSetup {
+        AgentSetup::with_extra_config(mqtt_port, String::new())
+    }
+
+    /// [`AgentSetup::new`], and every config file written ends with `extra_config`: top-level
+    /// YAML sections the default test config does not have.
+    pub fn with_extra_config(mqtt_port: u16, extra_config: String) -> AgentSetup {
         let dir = tempfile::Builder::new()
             .prefix("edge-agent-binary-")
             .tempdir()
             .expect("a temp dir for the agent");
-        AgentSetup { dir, mqtt_port }
+        AgentSetup {
+            dir,
+            mqtt_port,
+            extra_config,
+        }
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -218,6 +230,12 @@ impl AgentSetup {
             http_port,
             &self.data_dir(),
         );
+        if !self.extra_config.is_empty() {
+            let mut text =
+                std::fs::read_to_string(self.config_path()).expect("the config just written");
+            text.push_str(&self.extra_config);
+            std::fs::write(self.config_path(), text).expect("cannot write the agent's config file");
+        }
         self.config_path()
     }
 
