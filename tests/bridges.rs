@@ -594,6 +594,69 @@ async fn a_new_topic_rule_in_the_running_config_re_renders_restarts_once_and_flo
 }
 
 #[tokio::test]
+async fn a_change_that_is_invalid_or_refused_by_mosquitto_keeps_the_running_bridge_and_goes_to_te_errors(
+) {
+    let rig = AgentRig::start().await;
+    let local = &rig.rig.local;
+    let config = rig.setup.config_path();
+    let restarts = local.restart_count();
+    let text = std::fs::read_to_string(&config).expect("the agent's config");
+    let with = |lines: &[&str]| {
+        let section = bridge_yaml(local, &rig.rig.cloud.tls_addr(), &rig.identity, lines);
+        text.replace(&rig.bridge, &section)
+    };
+    let prefix = format!("{}: ", config.display());
+
+    // mosquitto refuses a restart_timeout cap below its base: the file is never written, since
+    // the broker would not start again on it.
+    replace_file(
+        &config,
+        &with(&["options:", r#"  restart_timeout: "10 5""#]),
+    );
+    let refused = rig
+        .rig
+        .local_observer
+        .expect_message("the refusal on te/errors", |m| m.topic == "te/errors")
+        .await;
+    let report = refused.payload_str();
+    let expected_start =
+        format!("{prefix}bridge.clouds[0].options.restart_timeout: mosquitto refused line ");
+    assert!(report.starts_with(&expected_start), "{report}");
+    assert!(
+        report.ends_with(
+            " of cloud-bridge.conf (cloud \"cloud\"): Error: backoff cap is lower than the base in restart_timeout."
+        ),
+        "{report}"
+    );
+
+    // A value the configuration refuses.
+    replace_file(&config, &with(&["keepalive: 0"]));
+    let invalid = rig
+        .rig
+        .local_observer
+        .expect_message("the config problem on te/errors", |m| {
+            m.topic == "te/errors"
+        })
+        .await;
+    let report = invalid.payload_str();
+    assert!(
+        report.starts_with(&format!("{prefix}bridge.clouds[0].keepalive (line ")),
+        "{report}"
+    );
+    assert!(
+        report.ends_with("): must be a whole number of seconds from 1 to 65535"),
+        "{report}"
+    );
+
+    assert_eq!(read_rendered(local).as_deref(), Some(rig.rendered.as_str()));
+    assert_eq!(
+        local.restart_count(),
+        restarts,
+        "no restart for a refused change"
+    );
+}
+
+#[tokio::test]
 async fn bridge_validate_names_the_yaml_key_of_an_option_mosquitto_refuses() {
     let pki = Pki::generate();
     let identity = Identity::new(&pki);

@@ -5,14 +5,13 @@
 //! file; 2 `route` found no rule for the topic.
 
 use std::io::Write;
-use std::net::TcpListener;
 use std::path::Path;
 use std::time::Duration;
 
 use super::check::Finding;
 use super::output;
 use super::plan::{self, chain, Target};
-use super::prove::{self, ProofFile, ProveError};
+use super::prove::{self, ProveError};
 use super::restart;
 use super::rules;
 use crate::config::Config;
@@ -123,7 +122,7 @@ pub async fn validate(
         );
         return EXIT_OK;
     }
-    let port = match closed_port() {
+    let port = match plan::closed_port() {
         Ok(port) => port,
         Err(e) => {
             io.problem(format!("cannot find a free loopback port: {e}"));
@@ -135,16 +134,7 @@ pub async fn validate(
         Err(found) => return io.problems(&found),
     };
     io.warnings(&plan.warnings);
-    let files: Vec<ProofFile> = plan
-        .files
-        .iter()
-        .map(|f| ProofFile {
-            file_name: f.file_name.clone(),
-            text: f.text.clone(),
-            keys: f.keys.clone(),
-            cloud: f.cloud.clone(),
-        })
-        .collect();
+    let files = plan::proof_files(&plan);
     let clouds: Vec<&str> = plan.files.iter().map(|f| f.cloud.as_str()).collect();
     match prove::prove(&config.bridge.mosquitto_bin, &files, PROVE_TIMEOUT).await {
         Ok(()) => {
@@ -164,12 +154,6 @@ pub async fn validate(
             EXIT_PROBLEM
         }
     }
-}
-
-/// A loopback port nothing listens on: bound, read, released.
-fn closed_port() -> std::io::Result<u16> {
-    let listener = TcpListener::bind("127.0.0.1:0")?;
-    listener.local_addr().map(|a| a.port())
 }
 
 /// `bridge inspect NAME`.

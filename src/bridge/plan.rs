@@ -9,6 +9,7 @@ use std::path::Path;
 use chrono::Utc;
 
 use super::check::{self, Finding};
+use super::prove::ProofFile;
 use super::render::{self, Context, Rendered};
 use super::rules;
 use super::version::{self, Version};
@@ -95,6 +96,25 @@ pub fn chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     text
+}
+
+/// The files of `plan`, for [`super::prove::prove`].
+pub fn proof_files(plan: &Plan) -> Vec<ProofFile> {
+    plan.files
+        .iter()
+        .map(|f| ProofFile {
+            file_name: f.file_name.clone(),
+            text: f.text.clone(),
+            keys: f.keys.clone(),
+            cloud: f.cloud.clone(),
+        })
+        .collect()
+}
+
+/// A loopback port nothing listens on: bound, read, released.
+pub fn closed_port() -> std::io::Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    listener.local_addr().map(|a| a.port())
 }
 
 /// Checks and renders the clouds selected by `only`. Blocking (file checks, `mosquitto -h`).

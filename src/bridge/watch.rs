@@ -4,8 +4,8 @@
 //! The file's directory is watched, not the file: editors replace a file by renaming a new one
 //! over it, and a watch on the old inode would go silent (CRATES.md). Events are debounced.
 //! A valid change re-renders the bridges whose output changed and runs the restart command
-//! once, never more than once per [`restart::MIN_INTERVAL`]; an invalid change (a config problem
-//! or a bridge check that fails) keeps the running configuration, and each problem is logged and
+//! once, never more than once per [`restart::MIN_INTERVAL`]; an invalid change (a config problem,
+//! a bridge check that fails, or files the installed mosquitto refuses) keeps the running configuration, and each problem is logged and
 //! published on `<root>/errors`. Other sections change only when the agent restarts; a change
 //! to them is logged as such.
 
@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use super::check::Finding;
 use super::output;
 use super::plan::{self, chain, Target};
+use super::prove::{self, ProveError};
 use super::restart::{self, Pacer};
 use crate::config::{self, Config};
 use crate::mqtt::Publisher;
@@ -29,6 +30,9 @@ use crate::twin::effects::Publication;
 
 /// How long the file must be quiet before it is read: editors write in several steps.
 const DEBOUNCE: Duration = Duration::from_millis(300);
+
+/// How long mosquitto may take to load the files before they are written.
+const PROVE_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Where the running configuration came from, so that it can be read again.
 #[derive(Debug, Clone)]
@@ -170,38 +174,58 @@ impl Live {
         self.apply_bridges(Some(new)).await;
     }
 
-    /// Renders and writes the bridges of `new` (or of the running configuration at start),
-    /// which then becomes the running configuration; schedules a restart if a file changed.
+    /// Renders the bridges of `new` (or of the running configuration at start), proves them
+    /// against mosquitto, and writes them; `new` then becomes the running configuration. A file
+    /// changed: a restart is scheduled. Files mosquitto refuses are never written, since the
+    /// broker would not start again on them.
     async fn apply_bridges(&mut self, new: Option<Config>) {
         let starting = new.is_none();
         let candidate = new.unwrap_or_else(|| self.config.clone());
         let path = self.source.path.clone();
         let config = candidate.clone();
-        let result = tokio::task::spawn_blocking(move || {
+        let planned = tokio::task::spawn_blocking(move || {
             let plan = plan::plan(&config, &path, None, Target::Clouds)?;
-            for warning in &plan.warnings {
-                tracing::warn!("{warning}");
-            }
-            output::apply(&config.bridge.dir, &plan.files, true)
-                .map_err(|e| vec![Finding::new("bridge.dir", chain(&e))])
+            // The same files pointed at a closed port, for mosquitto to load.
+            let proof = plan::closed_port()
+                .ok()
+                .and_then(|port| plan::plan(&config, &path, None, Target::ClosedPort(port)).ok());
+            Ok::<_, Vec<Finding>>((plan, proof))
         })
         .await;
-        let applied = match result {
-            Ok(Ok(applied)) => applied,
-            Ok(Err(found)) => {
-                let problems: Vec<String> = found.iter().map(ToString::to_string).collect();
-                self.refuse(&problems);
-                if !starting {
-                    // The running configuration stays; its bridge files are untouched.
-                    return;
+        let (plan, proof) = match planned {
+            Ok(Ok(planned)) => planned,
+            Ok(Err(found)) => return self.refused(&found, candidate, starting),
+            Err(e) => return tracing::error!("rendering the bridges failed: {e}"),
+        };
+        for warning in &plan.warnings {
+            tracing::warn!("{warning}");
+        }
+        if let Some(proof) = proof.filter(|p| !p.files.is_empty()) {
+            let files = plan::proof_files(&proof);
+            let bin = &candidate.bridge.mosquitto_bin;
+            match prove::prove(bin, &files, PROVE_TIMEOUT).await {
+                Ok(()) => {}
+                Err(e @ ProveError::Refused { .. }) => {
+                    let found = [Finding::new("", e.to_string())];
+                    return self.refused(&found, candidate, starting);
                 }
-                self.config = candidate;
-                return;
+                // No mosquitto beside the agent (a container of its own): written unproven.
+                Err(e) => tracing::warn!(
+                    "the bridge files are written without being proven: {}",
+                    chain(&e)
+                ),
             }
-            Err(e) => {
-                tracing::error!("rendering the bridges failed: {e}");
-                return;
+        }
+        let dir = candidate.bridge.dir.clone();
+        let written =
+            tokio::task::spawn_blocking(move || output::apply(&dir, &plan.files, true)).await;
+        let applied = match written {
+            Ok(Ok(applied)) => applied,
+            Ok(Err(e)) => {
+                let found = [Finding::new("bridge.dir", chain(&e))];
+                return self.refused(&found, candidate, starting);
             }
+            Err(e) => return tracing::error!("writing the bridge files failed: {e}"),
         };
         self.config = candidate;
         for path in &applied.written {
@@ -211,8 +235,17 @@ impl Live {
             tracing::info!(path = %path.display(), "bridge file removed");
         }
         if applied.changed() {
-            let now = Instant::now();
-            self.restart_at = Some(self.pacer.next_slot(now));
+            self.restart_at = Some(self.pacer.next_slot(Instant::now()));
+        }
+    }
+
+    /// Bridges that could not be applied: reported; a change is not taken, while at start the
+    /// configuration is the only one there is.
+    fn refused(&mut self, found: &[Finding], candidate: Config, starting: bool) {
+        let problems: Vec<String> = found.iter().map(ToString::to_string).collect();
+        self.refuse(&problems);
+        if starting {
+            self.config = candidate;
         }
     }
 
