@@ -84,6 +84,19 @@ pub fn check_cloud(cloud: &CloudConfig, now: DateTime<Utc>) -> Result<Checked, V
             key_file,
         } => match credentials::check_identity(cert_file, key_file, now) {
             Ok(identity) => {
+                for (key, path) in [("auth.cert_file", cert_file), ("auth.key_file", key_file)] {
+                    if root_only(path) {
+                        checked.warnings.push(Finding::new(
+                            cloud.key(key),
+                            format!(
+                                "{} is readable by root only, but mosquitto started as root reads \
+                                 it when the bridge connects, after switching to its own user: \
+                                 make it readable by that user (e.g. chgrp mosquitto, chmod 0640)",
+                                path.display()
+                            ),
+                        ));
+                    }
+                }
                 if identity.expires_soon {
                     checked.warnings.push(Finding::new(
                         cloud.key("auth.cert_file"),
@@ -113,6 +126,12 @@ pub fn check_cloud(cloud: &CloudConfig, now: DateTime<Utc>) -> Result<Checked, V
     } else {
         Err(problems)
     }
+}
+
+/// True for a file owned by root that neither its group nor others may read.
+fn root_only(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).is_ok_and(|m| m.uid() == 0 && m.mode() & 0o044 == 0)
 }
 
 /// True when an identity error is the key file's fault rather than the certificate's.
@@ -166,6 +185,20 @@ fn read_password(path: &Path) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_root_owned_file_closed_to_group_and_others_is_root_only() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("device.key");
+        std::fs::write(&path, "key").unwrap();
+        let owned_by_root = std::fs::metadata(&path).unwrap().uid() == 0;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(root_only(&path), owned_by_root);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        assert!(!root_only(&path));
+        assert!(!root_only(&dir.path().join("missing")));
+    }
 
     #[test]
     fn a_password_is_one_line_with_an_optional_final_newline() {
