@@ -27,6 +27,7 @@ fn golden(case: &str, cloud_yaml: &str, version: Version) {
         config_path: Path::new(CONFIG_PATH),
         version,
         topic_root: &config.mqtt.topic_root,
+        device: "main",
         ca,
         password,
         address: None,

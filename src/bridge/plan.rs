@@ -117,6 +117,16 @@ pub fn closed_port() -> std::io::Result<u16> {
     listener.local_addr().map(|a| a.port())
 }
 
+/// The main device's name in the default scheme; `main` when it has none (a custom topic id),
+/// which keeps the bridge services under the conventional `device/main`.
+pub fn main_device_name(config: &Config) -> &str {
+    config
+        .twin
+        .main_device
+        .default_device_name()
+        .unwrap_or("main")
+}
+
 /// Checks and renders the clouds selected by `only`. Blocking (file checks, `mosquitto -h`).
 pub fn plan(
     config: &Config,
@@ -143,6 +153,7 @@ pub fn plan(
             config_path,
             version,
             topic_root: &config.mqtt.topic_root,
+            device: main_device_name(config),
             ca: checked.ca.clone(),
             password: checked.password.as_deref(),
             address: match target {
@@ -161,5 +172,53 @@ pub fn plan(
         })
     } else {
         Err(problems)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::from_yaml_str;
+
+    fn config(extra: &str) -> Config {
+        let text = format!(
+            "{extra}bridge:\n  clouds:\n    - {{name: a, type: mqtt, url: h}}\n    - {{name: b, type: mqtt, url: h}}\n"
+        );
+        from_yaml_str(&text, &[]).unwrap()
+    }
+
+    #[test]
+    fn the_health_service_is_under_the_main_device_and_the_root() {
+        let plan = plan(
+            &config("mqtt: {topic_root: tedge}\ntwin: {main_device: device/gw1//}\n"),
+            Path::new("/c.yaml"),
+            None,
+            Target::Clouds,
+        )
+        .unwrap();
+        assert!(plan.files[0].text.contains(
+            "\nnotification_topic tedge/device/gw1/service/mosquitto-a-bridge/status/health\n"
+        ));
+        assert!(plan.complete);
+    }
+
+    #[test]
+    fn a_closed_port_replaces_every_address_and_a_name_selects_one_cloud() {
+        let plan = plan(
+            &config(""),
+            Path::new("/c.yaml"),
+            Some("b"),
+            Target::ClosedPort(9),
+        )
+        .unwrap();
+        assert_eq!(plan.files.len(), 1);
+        assert_eq!(plan.files[0].cloud, "b");
+        assert!(plan.files[0].text.contains("\naddress 127.0.0.1:9\n"));
+        assert!(!plan.complete);
+        let unknown = select(&config(""), Some("c")).unwrap_err();
+        assert_eq!(
+            unknown.to_string(),
+            "bridge.clouds: no cloud is named \"c\" (configured: a, b)"
+        );
     }
 }

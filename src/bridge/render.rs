@@ -33,6 +33,9 @@ pub struct Context<'a> {
     pub version: Version,
     /// `mqtt.topic_root`, for the health notification topic.
     pub topic_root: &'a str,
+    /// The main device's name in the default scheme (`main` for `device/main//`): the bridge's
+    /// health service is `device/<device>/service/mosquitto-<name>-bridge`.
+    pub device: &'a str,
     pub ca: Option<Ca>,
     /// The password read from `auth.password_file`.
     pub password: Option<&'a str>,
@@ -57,9 +60,9 @@ pub fn file_name(cloud: &str) -> String {
     format!("{cloud}-bridge.conf")
 }
 
-/// The service whose health the bridge's notifications carry.
-pub fn health_topic(topic_root: &str, cloud: &str) -> String {
-    format!("{topic_root}/device/main/service/mosquitto-{cloud}-bridge/status/health")
+/// The topic of the bridge's health notifications: its service's `status/health`.
+pub fn health_topic(topic_root: &str, device: &str, cloud: &str) -> String {
+    format!("{topic_root}/device/{device}/service/mosquitto-{cloud}-bridge/status/health")
 }
 
 struct Lines {
@@ -170,7 +173,10 @@ pub fn render(cloud: &CloudConfig, rules: &[Rule], ctx: &Context) -> Rendered {
     out.fixed("notifications_local_only true");
     out.line(
         Some("name"),
-        format!("notification_topic {}", health_topic(ctx.topic_root, name)),
+        format!(
+            "notification_topic {}",
+            health_topic(ctx.topic_root, ctx.device, name)
+        ),
     );
     out.fixed("bridge_attempt_unsubscribe false");
     out.line(
