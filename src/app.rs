@@ -212,7 +212,7 @@ impl Agent {
         self.mqtt_stop.cancel();
         let http_done = tokio::time::timeout_at(deadline, self.http).await.is_ok();
         if let Some(bridges) = self.bridges {
-            // A restart command still running is not waited for.
+            // A restart command still running is left to finish on its own.
             bridges.abort();
         }
         twin_done && mqtt_done && http_done

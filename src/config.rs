@@ -753,7 +753,7 @@ fn cloud_value(cloud: &CloudConfig) -> Value {
     section([
         ("name", cloud.name.as_str().into()),
         ("type", cloud.kind.as_str().into()),
-        ("url", format!("{}:{}", cloud.host, cloud.port).into()),
+        ("url", cloud.url().into()),
         ("device_id", cloud.device_id.as_str().into()),
         ("ca", cloud.ca.as_deref().map_or(Value::Null, path)),
         (

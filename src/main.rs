@@ -88,8 +88,7 @@ fn run(config: Config, path: std::path::PathBuf, env: Vec<(String, String)>) -> 
     })
 }
 
-/// `files put|get|rm`: the configuration is read only when REMOTE is a store path and no
-/// `--url` is given, for `http.public_url`.
+/// `bridge render|validate|inspect|route`, on a current-thread runtime; the exit code.
 fn bridge(config: &Config, config_path: &Path, action: BridgeAction) -> u8 {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -128,6 +127,8 @@ fn bridge(config: &Config, config_path: &Path, action: BridgeAction) -> u8 {
     })
 }
 
+/// `files put|get|rm`: the configuration is read only when REMOTE is a store path and no
+/// `--url` is given, for `http.public_url`.
 fn files(
     config_path: Option<&Path>,
     env: &[(String, String)],

@@ -285,10 +285,13 @@ async fn hostile_values_are_refused_each_naming_its_key_and_nothing_is_written()
         let config = s.config(&format!("{good}{cloud}"));
         let refused = s.bridge(&config, &["render"]).await;
         assert_eq!(refused.code, Some(64), "{cloud}: {}", refused.stderr);
-        assert!(
-            refused.stderr.contains(&format!("\n  {expected}\n")),
-            "{cloud}: {}",
-            refused.stderr
+        assert_eq!(
+            refused.stderr,
+            format!(
+                "edge-agent: invalid configuration in {}\n  {expected}\n",
+                config.display()
+            ),
+            "{cloud}"
         );
         assert!(!s.out().exists(), "{cloud}: something was written");
     }

@@ -30,7 +30,6 @@ fn golden(case: &str, cloud_yaml: &str, version: Version) {
         device: "main",
         ca,
         password,
-        address: None,
     };
     let rendered = render(cloud, &rules(cloud, &config.mqtt.topic_root), &ctx);
     assert_eq!(rendered.keys.len(), rendered.text.lines().count());
@@ -111,7 +110,7 @@ fn aws_with_a_device_certificate() {
 fn any_mqtt_broker_with_a_certificate_and_extra_rules() {
     golden(
         "mqtt-certificate",
-        "{name: hub, type: mqtt, url: '10.0.0.5:8883', ca: /etc/edge-agent/hub-ca.pem, auth: {cert_file: /etc/edge-agent/certs/device.pem, key_file: /etc/edge-agent/certs/device.key}, topics: [{pattern: 'extra/#', direction: out, qos: 0}, {pattern: '', direction: in, local_prefix: hub/config, remote_prefix: fleet/config}], options: {restart_timeout: '5 60', max_queued_messages: 5000}}",
+        "{name: hub, type: mqtt, url: '10.0.0.5:8883', ca: /etc/edge-agent/hub-ca.pem, auth: {cert_file: /etc/edge-agent/certs/device.pem, key_file: /etc/edge-agent/certs/device.key}, topics: [{pattern: 'extra/#', direction: out, qos: 0}, {pattern: '', direction: in, local_prefix: hub/config, remote_prefix: fleet/config}], options: {restart_timeout: '5 60', bridge_protocol_version: mqttv311}}",
         NOW,
     );
 }

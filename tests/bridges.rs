@@ -504,6 +504,20 @@ async fn the_bridge_service_goes_down_while_the_cloud_is_away_and_queued_message
     cloud_app
         .expect_payload(remote, "published during the outage", RECONNECT)
         .await;
+
+    // The bridge's own health goes out at QoS 0: the `0` of the outage was not queued, so the
+    // cloud is left with the `1` of the reconnection, not a stale `0` delivered after it.
+    let cloud_health = format!("gw-test/{HEALTH_TOPIC}");
+    let port = rig.rig.cloud.plain_port();
+    http::wait_until(
+        "the cloud's retained bridge health to be 1",
+        Duration::from_secs(10),
+        || async {
+            common::mqtt::retained(port, &[&cloud_health]).await
+                == [(cloud_health.clone(), "1".to_owned())]
+        },
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -591,6 +605,44 @@ async fn a_new_topic_rule_in_the_running_config_re_renders_restarts_once_and_flo
         rig.agent.process.stderr()
     );
     assert_eq!(local.starts(), starts + 1, "local broker starts");
+
+    // Nothing else is pending: past the pacing interval (10 s after the restart) the command
+    // has still run once.
+    tokio::time::sleep(edge_agent::bridge::restart::MIN_INTERVAL).await;
+    assert_eq!(
+        local.restart_count(),
+        restarts + 1,
+        "a second, paced restart ran"
+    );
+}
+
+#[tokio::test]
+async fn a_cloud_removed_from_the_running_config_loses_its_file_and_its_service_after_the_restart()
+{
+    let rig = AgentRig::start().await;
+    let local = &rig.rig.local;
+    let config = rig.setup.config_path();
+    let restarts = local.restart_count();
+    let text = std::fs::read_to_string(&config).expect("the agent's config");
+    let clouds_at = rig.bridge.find("  clouds:\n").expect("a clouds key");
+    let without = format!("{}  clouds: []\n", &rig.bridge[..clouds_at]);
+    replace_file(&config, &text.replace(&rig.bridge, &without));
+
+    http::wait_until(
+        "the bridge file removed",
+        Duration::from_secs(20),
+        || async { read_rendered(local).is_none() },
+    )
+    .await;
+    http::wait_until("the restart command", Duration::from_secs(20), || async {
+        local.restart_count() == restarts + 1
+    })
+    .await;
+    // After the restart, the service of the removed bridge is deregistered: its retained `0`
+    // would otherwise show a bridge that no longer exists as down for good.
+    rig.agent
+        .get_until(STATE_PATH, Duration::from_secs(20), |r| r.status == 404)
+        .await;
 }
 
 #[tokio::test]

@@ -6,12 +6,11 @@
 
 use std::io::Write;
 use std::path::Path;
-use std::time::Duration;
 
 use super::check::Finding;
 use super::output;
-use super::plan::{self, chain, Target};
-use super::prove::{self, ProveError};
+use super::plan::{self, chain};
+use super::prove::ProveError;
 use super::restart;
 use super::rules;
 use crate::config::Config;
@@ -19,9 +18,6 @@ use crate::config::Config;
 pub const EXIT_OK: u8 = 0;
 pub const EXIT_PROBLEM: u8 = 1;
 pub const EXIT_NO_ROUTE: u8 = 2;
-
-/// How long `validate` waits for mosquitto to load the files.
-const PROVE_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Where the commands print: stdout for results, stderr for problems and warnings.
 pub struct Out<'a> {
@@ -48,7 +44,8 @@ impl Out<'_> {
     }
 }
 
-/// `bridge render [--name N] [--out DIR] [--stdout]`.
+/// `bridge render [--name N] [--out DIR] [--stdout]`. Files mosquitto refuses are not
+/// written: a restart on them would leave the broker down.
 pub async fn render(
     config: &Config,
     config_path: &Path,
@@ -57,7 +54,7 @@ pub async fn render(
     stdout: bool,
     io: &mut Out<'_>,
 ) -> u8 {
-    let plan = match plan::plan(config, config_path, name, Target::Clouds) {
+    let plan = match plan::plan(config, config_path, name) {
         Ok(plan) => plan,
         Err(found) => return io.problems(&found),
     };
@@ -67,6 +64,17 @@ pub async fn render(
             let _ = io.out.write_all(file.text.as_bytes());
         }
         return EXIT_OK;
+    }
+    match plan::prove(config, &plan).await {
+        Ok(()) => {}
+        Err(e @ ProveError::Refused { .. }) => {
+            io.problem(e);
+            return EXIT_PROBLEM;
+        }
+        Err(e) => io.warnings(&[Finding::new(
+            "",
+            format!("the files are written without being proven: {}", chain(&e)),
+        )]),
     }
     let dir = out_dir.unwrap_or(&config.bridge.dir);
     let applied = match output::apply(dir, &plan.files, plan.complete) {
@@ -115,28 +123,20 @@ pub async fn validate(
     name: Option<&str>,
     io: &mut Out<'_>,
 ) -> u8 {
-    if config.bridge.clouds.is_empty() {
+    let plan = match plan::plan(config, config_path, name) {
+        Ok(plan) => plan,
+        Err(found) => return io.problems(&found),
+    };
+    if plan.files.is_empty() {
         let _ = writeln!(
             io.out,
             "no clouds are configured (bridge.clouds): nothing to validate"
         );
         return EXIT_OK;
     }
-    let port = match plan::closed_port() {
-        Ok(port) => port,
-        Err(e) => {
-            io.problem(format!("cannot find a free loopback port: {e}"));
-            return EXIT_PROBLEM;
-        }
-    };
-    let plan = match plan::plan(config, config_path, name, Target::ClosedPort(port)) {
-        Ok(plan) => plan,
-        Err(found) => return io.problems(&found),
-    };
     io.warnings(&plan.warnings);
-    let files = plan::proof_files(&plan);
     let clouds: Vec<&str> = plan.files.iter().map(|f| f.cloud.as_str()).collect();
-    match prove::prove(&config.bridge.mosquitto_bin, &files, PROVE_TIMEOUT).await {
+    match plan::prove(config, &plan).await {
         Ok(()) => {
             let _ = writeln!(
                 io.out,

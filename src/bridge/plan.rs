@@ -5,11 +5,12 @@
 //! Either every selected cloud renders, or nothing does and every problem is returned.
 
 use std::path::Path;
+use std::time::Duration;
 
 use chrono::Utc;
 
 use super::check::{self, Finding};
-use super::prove::ProofFile;
+use super::prove::{self, ProveError};
 use super::render::{self, Context, Rendered};
 use super::rules;
 use super::version::{self, Version};
@@ -22,15 +23,6 @@ pub struct Plan {
     pub warnings: Vec<Finding>,
     /// All clouds were rendered (no `--name`): files of other clouds may be pruned.
     pub complete: bool,
-}
-
-/// How the rendered bridges reach their clouds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Target {
-    /// Each at its configured `url`.
-    Clouds,
-    /// All at this closed loopback port (`bridge validate`), so nothing connects anywhere.
-    ClosedPort(u16),
 }
 
 /// The clouds of `config` selected by `only` (a cloud name), or an error naming the key.
@@ -98,23 +90,23 @@ pub fn chain(e: &dyn std::error::Error) -> String {
     text
 }
 
-/// The files of `plan`, for [`super::prove::prove`].
-pub fn proof_files(plan: &Plan) -> Vec<ProofFile> {
-    plan.files
-        .iter()
-        .map(|f| ProofFile {
-            file_name: f.file_name.clone(),
-            text: f.text.clone(),
-            keys: f.keys.clone(),
-            cloud: f.cloud.clone(),
-        })
-        .collect()
-}
+/// How long mosquitto may take to load the files of a proof.
+pub const PROVE_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// A loopback port nothing listens on: bound, read, released.
-pub fn closed_port() -> std::io::Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    listener.local_addr().map(|a| a.port())
+/// Proves the files of `plan` against the installed mosquitto, every bridge pointed at a
+/// closed loopback port so that nothing connects anywhere.
+pub async fn prove(config: &Config, plan: &Plan) -> Result<(), ProveError> {
+    if plan.files.is_empty() {
+        return Ok(());
+    }
+    let address = format!("127.0.0.1:{}", prove::free_port()?);
+    let files: Vec<Rendered> = plan
+        .files
+        .iter()
+        .map(|f| f.with_address(&address))
+        .collect();
+    let bin = version::locate(&config.bridge.mosquitto_bin);
+    prove::prove(&bin, &files, PROVE_TIMEOUT).await
 }
 
 /// The main device's name in the default scheme; `main` when it has none (a custom topic id),
@@ -128,13 +120,15 @@ pub fn main_device_name(config: &Config) -> &str {
 }
 
 /// Checks and renders the clouds selected by `only`. Blocking (file checks, `mosquitto -h`).
-pub fn plan(
-    config: &Config,
-    config_path: &Path,
-    only: Option<&str>,
-    target: Target,
-) -> Result<Plan, Vec<Finding>> {
+pub fn plan(config: &Config, config_path: &Path, only: Option<&str>) -> Result<Plan, Vec<Finding>> {
     let clouds = select(config, only).map_err(|f| vec![f])?;
+    if clouds.is_empty() {
+        return Ok(Plan {
+            files: Vec::new(),
+            warnings: Vec::new(),
+            complete: only.is_none(),
+        });
+    }
     let mut warnings = Vec::new();
     let version = mosquitto_version(config, &mut warnings);
     let now = Utc::now();
@@ -156,10 +150,6 @@ pub fn plan(
             device: main_device_name(config),
             ca: checked.ca.clone(),
             password: checked.password.as_deref(),
-            address: match target {
-                Target::Clouds => None,
-                Target::ClosedPort(port) => Some(format!("127.0.0.1:{port}")),
-            },
         };
         let rules = rules::rules(cloud, &config.mqtt.topic_root);
         files.push(render::render(cloud, &rules, &ctx));
@@ -193,7 +183,6 @@ mod tests {
             &config("mqtt: {topic_root: tedge}\ntwin: {main_device: device/gw1//}\n"),
             Path::new("/c.yaml"),
             None,
-            Target::Clouds,
         )
         .unwrap();
         assert!(plan.files[0].text.contains(
@@ -203,18 +192,23 @@ mod tests {
     }
 
     #[test]
-    fn a_closed_port_replaces_every_address_and_a_name_selects_one_cloud() {
-        let plan = plan(
-            &config(""),
-            Path::new("/c.yaml"),
-            Some("b"),
-            Target::ClosedPort(9),
-        )
-        .unwrap();
+    fn a_name_selects_one_cloud_and_an_address_replaces_only_the_address_line() {
+        let plan = plan(&config(""), Path::new("/c.yaml"), Some("b")).unwrap();
         assert_eq!(plan.files.len(), 1);
         assert_eq!(plan.files[0].cloud, "b");
-        assert!(plan.files[0].text.contains("\naddress 127.0.0.1:9\n"));
         assert!(!plan.complete);
+        let file = &plan.files[0];
+        let proof = file.with_address("127.0.0.1:9");
+        assert_ne!(proof.text, file.text);
+        assert_eq!(
+            proof.text,
+            file.text
+                .replace("\naddress h:8883\n", "\naddress 127.0.0.1:9\n")
+        );
+        assert_eq!(proof.keys, file.keys);
+        let none = from_yaml_str("bridge: {mosquitto_bin: /nonexistent}\n", &[]).unwrap();
+        let empty = super::plan(&none, Path::new("/c.yaml"), None).unwrap();
+        assert!(empty.files.is_empty() && empty.warnings.is_empty());
         let unknown = select(&config(""), Some("c")).unwrap_err();
         assert_eq!(
             unknown.to_string(),

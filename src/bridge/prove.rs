@@ -16,22 +16,11 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use tempfile::TempDir;
+
+use super::render::Rendered;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::Command;
 use tokio::time::Instant;
-
-/// One rendered bridge file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProofFile {
-    /// A plain file name ending in `.conf` (mosquitto's `include_dir` skips other names), e.g.
-    /// `c8y-bridge.conf`.
-    pub file_name: String,
-    pub text: String,
-    /// The YAML key that produced each line (index = line - 1); `None` for fixed lines.
-    pub keys: Vec<Option<String>>,
-    /// The cloud's `name`, for messages.
-    pub cloud: String,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProveError {
@@ -93,7 +82,7 @@ const MAIN_CONF: &str = "mosquitto.conf";
 /// several files without naming one (each file is then proved alone to find it).
 pub async fn prove(
     mosquitto_bin: &Path,
-    files: &[ProofFile],
+    files: &[Rendered],
     timeout: Duration,
 ) -> Result<(), ProveError> {
     check_file_names(files)?;
@@ -127,7 +116,7 @@ pub async fn prove(
     Err(report.failed(mosquitto_bin))
 }
 
-fn check_file_names(files: &[ProofFile]) -> Result<(), ProveError> {
+fn check_file_names(files: &[Rendered]) -> Result<(), ProveError> {
     for (i, file) in files.iter().enumerate() {
         let name = &file.file_name;
         let reason = if name.contains(['/', '\0', '\n', '\r']) {
@@ -168,7 +157,7 @@ struct Report {
 
 impl Report {
     /// The refusal at the first location that is one of `files`.
-    fn locate(&self, files: &[ProofFile]) -> Option<ProveError> {
+    fn locate(&self, files: &[Rendered]) -> Option<ProveError> {
         self.locations.iter().find_map(|(path, line)| {
             let name = path.strip_prefix(&self.bridge_dir).ok()?.to_str()?;
             let file = files.iter().find(|f| f.file_name == name)?;
@@ -176,7 +165,7 @@ impl Report {
         })
     }
 
-    fn refused(&self, file: &ProofFile, line: Option<usize>) -> ProveError {
+    fn refused(&self, file: &Rendered, line: Option<usize>) -> ProveError {
         let key = line
             .and_then(|n| n.checked_sub(1))
             .and_then(|i| file.keys.get(i).cloned())
@@ -213,7 +202,7 @@ impl Report {
 /// One mosquitto run on `files`, retried on a new port when the free one was taken meanwhile.
 async fn run(
     bin: &Path,
-    files: &[ProofFile],
+    files: &[Rendered],
     deadline: Instant,
     timeout: Duration,
 ) -> Result<Outcome, ProveError> {
@@ -257,7 +246,7 @@ fn main_config(port: u16, bridge_dir: &Path) -> String {
 /// A fresh private temp dir with `bridges/<file_name>` for every file. mosquitto reads its
 /// configuration before it drops root privileges to the `mosquitto` user (checked with 2.0.11),
 /// so the dir can stay private (0700): the files may hold a `remote_password`.
-async fn write_files(files: &[ProofFile]) -> Result<TempDir, ProveError> {
+async fn write_files(files: &[Rendered]) -> Result<TempDir, ProveError> {
     let temp_dir = |source| ProveError::TempDir { source };
     let dir = tempfile::Builder::new()
         .prefix("edge-agent-bridge-proof-")
@@ -275,7 +264,7 @@ async fn write_files(files: &[ProofFile]) -> Result<TempDir, ProveError> {
 
 /// A loopback port free right now. Another process may take it before mosquitto binds it:
 /// [`run`] then tries another.
-fn free_port() -> Result<u16, ProveError> {
+pub fn free_port() -> Result<u16, ProveError> {
     TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .and_then(|listener| listener.local_addr())
         .map(|addr| addr.port())
@@ -417,7 +406,7 @@ mod tests {
 
     /// A bridge file as spec/bridges.md §1 renders it, its address a closed loopback port, with
     /// the YAML key of each line; `extra` lines are inserted before the `topic` lines.
-    fn c8y_file(cloud: &str, extra: &[(&str, &str)]) -> ProofFile {
+    fn c8y_file(cloud: &str, extra: &[(&str, &str)]) -> Rendered {
         let mut lines: Vec<(String, Option<String>)> = Vec::new();
         let key = |k: &str| Some(format!("bridge.clouds[0].{k}"));
         let fixed = [
@@ -450,18 +439,19 @@ mod tests {
         proof_file(cloud, lines)
     }
 
-    fn proof_file(cloud: &str, lines: Vec<(String, Option<String>)>) -> ProofFile {
+    fn proof_file(cloud: &str, lines: Vec<(String, Option<String>)>) -> Rendered {
         let (text, keys): (Vec<String>, Vec<Option<String>>) = lines.into_iter().unzip();
-        ProofFile {
+        Rendered {
             file_name: format!("{cloud}-bridge.conf"),
             text: text.join("\n") + "\n",
             keys,
             cloud: cloud.to_owned(),
+            secret: false,
         }
     }
 
     /// The line number of `needle` in `file`.
-    fn line_of(file: &ProofFile, needle: &str) -> usize {
+    fn line_of(file: &Rendered, needle: &str) -> usize {
         file.text
             .lines()
             .position(|l| l == needle)
@@ -469,7 +459,7 @@ mod tests {
             .expect("line in file")
     }
 
-    async fn prove_files(files: &[ProofFile]) -> Result<(), ProveError> {
+    async fn prove_files(files: &[Rendered]) -> Result<(), ProveError> {
         prove(Path::new(MOSQUITTO), files, TIMEOUT).await
     }
 

@@ -39,8 +39,6 @@ pub struct Context<'a> {
     pub ca: Option<Ca>,
     /// The password read from `auth.password_file`.
     pub password: Option<&'a str>,
-    /// Replaces `host:port` (for `bridge validate`: a closed loopback port).
-    pub address: Option<String>,
 }
 
 /// A rendered bridge file.
@@ -53,6 +51,25 @@ pub struct Rendered {
     pub keys: Vec<Option<String>>,
     /// True when the text holds a password: the file is then readable by its owner only.
     pub secret: bool,
+}
+
+impl Rendered {
+    /// The same file, with its bridge pointed at `address` (`bridge validate`, and `run`'s
+    /// proof before writing): every other byte is the same.
+    pub fn with_address(&self, address: &str) -> Rendered {
+        let text = self
+            .text
+            .lines()
+            .map(|line| match line.starts_with("address ") {
+                true => format!("address {address}\n"),
+                false => format!("{line}\n"),
+            })
+            .collect();
+        Rendered {
+            text,
+            ..self.clone()
+        }
+    }
 }
 
 /// The file name of a cloud's bridge file.
@@ -95,16 +112,17 @@ pub fn render(cloud: &CloudConfig, rules: &[Rule], ctx: &Context) -> Rendered {
         index: cloud.index,
     };
     let name = cloud.name.as_str();
+    // The path is escaped: a newline in a directory name must not start a line of its own.
+    let config_path = ctx.config_path.display().to_string();
     out.fixed(&format!(
         "{GENERATED_MARK} from {} (cloud \"{name}\"); edits are overwritten",
-        ctx.config_path.display()
+        config_path.escape_debug()
     ));
     out.line(Some("name"), format!("connection edge_to_{name}"));
-    let address = ctx
-        .address
-        .clone()
-        .unwrap_or_else(|| format!("{}:{}", cloud.host, cloud.port));
-    out.line(Some("url"), format!("address {address}"));
+    out.line(
+        Some("url"),
+        format!("address {}:{}", cloud.host, cloud.port),
+    );
     match &ctx.ca {
         Some(Ca::File(path)) => out.line(Some("ca"), format!("bridge_cafile {}", path.display())),
         Some(Ca::Dir(path)) => out.line(Some("ca"), format!("bridge_capath {}", path.display())),
@@ -183,7 +201,11 @@ pub fn render(cloud: &CloudConfig, rules: &[Rule], ctx: &Context) -> Rendered {
         Some("keepalive"),
         format!("keepalive_interval {}", cloud.keepalive_secs),
     );
-    if cloud.kind == CloudKind::Aws && ctx.version.has_outgoing_retain() {
+    let configured = |option: &str| cloud.options.iter().any(|(o, _)| o == option);
+    if cloud.kind == CloudKind::Aws
+        && ctx.version.has_outgoing_retain()
+        && !configured("bridge_outgoing_retain")
+    {
         // AWS IoT Core disconnects clients that publish retained messages.
         out.fixed("bridge_outgoing_retain false");
     }

@@ -46,7 +46,9 @@ pub async fn run(argv: &[String]) -> Result<(), RestartError> {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .kill_on_drop(true)
+        // Not killed when the agent stops meanwhile: a broker restart cut off half-way would
+        // leave it down.
+        .kill_on_drop(false)
         .spawn()
         .map_err(|source| RestartError::Spawn {
             program: program.clone(),

@@ -126,43 +126,55 @@ pub fn is_filter(topic: &str) -> bool {
     topic.contains(['+', '#'])
 }
 
-/// The rules of `cloud`: its type's defaults (unless `default_topics` is off) with those replaced
-/// by a configured rule of the same pattern and direction, then the configured rules in order.
-/// `topic_root` is the local root of the `te/` tree (`mqtt.topic_root`).
+/// The rules of `cloud`: its type's defaults (unless `default_topics` is off), a default replaced
+/// by the configured rule of the same pattern and direction (which keeps the default's prefixes
+/// unless it gives its own), then the other configured rules in order. `topic_root` is the local
+/// root of the `te/` tree (`mqtt.topic_root`).
 pub fn rules(cloud: &CloudConfig, topic_root: &str) -> Vec<Rule> {
-    let configured: Vec<Rule> = cloud
-        .topics
-        .iter()
-        .enumerate()
-        .map(|(i, t)| Rule {
-            pattern: t.pattern.clone(),
-            direction: t.direction,
-            qos: t.qos,
-            local_prefix: t
-                .local_prefix
-                .clone()
-                .unwrap_or_else(|| cloud.local_prefix.clone()),
-            remote_prefix: t
-                .remote_prefix
-                .clone()
-                .unwrap_or_else(|| cloud.remote_prefix.clone()),
-            key: format!("topics[{i}]"),
-        })
-        .collect();
     let defaults = if cloud.default_topics {
         default_rules(cloud, topic_root)
     } else {
         Vec::new()
     };
-    defaults
+    let mut replaced = vec![false; cloud.topics.len()];
+    let mut rules: Vec<Rule> = defaults
         .into_iter()
-        .filter(|d| {
-            !configured
+        .map(|default| {
+            let found = cloud
+                .topics
                 .iter()
-                .any(|c| c.pattern == d.pattern && c.direction == d.direction)
+                .position(|t| t.pattern == default.pattern && t.direction == default.direction);
+            match found {
+                None => default,
+                Some(i) => {
+                    replaced[i] = true;
+                    configured(cloud, i, &default.local_prefix, &default.remote_prefix)
+                }
+            }
         })
-        .chain(configured.iter().cloned())
-        .collect()
+        .collect();
+    for (i, _) in replaced.iter().enumerate().filter(|(_, r)| !**r) {
+        rules.push(configured(
+            cloud,
+            i,
+            &cloud.local_prefix,
+            &cloud.remote_prefix,
+        ));
+    }
+    rules
+}
+
+/// Rule `i` of `topics`, its missing prefixes taken from those given.
+fn configured(cloud: &CloudConfig, i: usize, local: &str, remote: &str) -> Rule {
+    let t = &cloud.topics[i];
+    Rule {
+        pattern: t.pattern.clone(),
+        direction: t.direction,
+        qos: t.qos,
+        local_prefix: t.local_prefix.clone().unwrap_or_else(|| local.to_owned()),
+        remote_prefix: t.remote_prefix.clone().unwrap_or_else(|| remote.to_owned()),
+        key: format!("topics[{i}]"),
+    }
 }
 
 fn default_rules(cloud: &CloudConfig, topic_root: &str) -> Vec<Rule> {
@@ -214,7 +226,14 @@ fn default_rules(cloud: &CloudConfig, topic_root: &str) -> Vec<Rule> {
             let remote = format!("{}{topic_root}/", cloud.remote_prefix);
             let mut rules: Vec<Rule> = MQTT_OUT
                 .iter()
-                .map(|t| Rule::new(t, Out, 1, &local, &remote))
+                .map(|t| {
+                    // Health goes out at QoS 0, so it is not queued during an outage: the
+                    // bridge's own `0`, queued, would reach the cloud after its reconnection `1`
+                    // and stay there as the retained value. A health is a state, retained
+                    // locally; the next one brings the cloud up to date.
+                    let qos = if *t == MQTT_HEALTH { 0 } else { 1 };
+                    Rule::new(t, Out, qos, &local, &remote)
+                })
                 .collect();
             rules.push(Rule::new(MQTT_COMMANDS, In, 1, &local, &remote));
             rules
@@ -253,6 +272,9 @@ const C8Y_IN: &[&str] = &[
 /// mosquitto never sends a message back to the bridge it came from, so this is no loop.
 const MQTT_COMMANDS: &str = "+/+/+/+/cmd/+/+";
 
+/// The health of every entity.
+const MQTT_HEALTH: &str = "+/+/+/+/status/health";
+
 /// What a gateway shares with an MQTT cloud: registrations, twin, telemetry (with its meta),
 /// health, capabilities and command status.
 const MQTT_OUT: &[&str] = &[
@@ -261,7 +283,7 @@ const MQTT_OUT: &[&str] = &[
     "+/+/+/+/m/#",
     "+/+/+/+/e/#",
     "+/+/+/+/a/#",
-    "+/+/+/+/status/health",
+    MQTT_HEALTH,
     "+/+/+/+/cmd/+",
     MQTT_COMMANDS,
 ];
@@ -409,7 +431,7 @@ mod tests {
     #[test]
     fn a_configured_rule_replaces_the_default_of_the_same_pattern_and_direction() {
         let c = cloud(
-            "{name: c, type: mqtt, url: h, topics: [{pattern: '+/+/+/+/m/#', direction: out, qos: 0, local_prefix: te/, remote_prefix: x/}, {pattern: 'extra/#', direction: out}]}",
+            "{name: c, type: mqtt, url: h, topics: [{pattern: '+/+/+/+/m/#', direction: out, qos: 0, remote_prefix: x/}, {pattern: 'extra/#', direction: out}, {pattern: '+/+/+/+/e/#', direction: out, qos: 2}]}",
         );
         let rules = rules(&c, "te");
         let m: Vec<&Rule> = rules
@@ -419,6 +441,13 @@ mod tests {
         assert_eq!(m.len(), 1);
         assert_eq!(m[0].to_string(), "topic +/+/+/+/m/# out 0 te/ x/");
         assert_eq!(m[0].key, "topics[0]");
+        // Without prefixes of its own, a replacement keeps the default's.
+        let e: Vec<String> = rules
+            .iter()
+            .filter(|r| r.pattern == "+/+/+/+/e/#")
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(e, ["topic +/+/+/+/e/# out 2 te/ gw-1/te/"]);
         let last = rules.last().unwrap();
         assert_eq!(last.to_string(), "topic extra/# out 1 c/ gw-1/");
         let no_defaults = cloud("{name: c, type: mqtt, url: h, default_topics: false}");

@@ -62,6 +62,25 @@ impl fmt::Display for Version {
     }
 }
 
+/// The program to run for `bin`: a bare name is looked up in `PATH`, then in the system
+/// directories Debian installs the broker in (`/usr/sbin`), which a normal user's `PATH` lacks.
+pub fn locate(bin: &Path) -> PathBuf {
+    if bin.components().count() != 1 {
+        return bin.to_owned();
+    }
+    let in_path = std::env::var_os("PATH")
+        .map(|path| std::env::split_paths(&path).any(|dir| dir.join(bin).is_file()))
+        .unwrap_or(false);
+    if in_path {
+        return bin.to_owned();
+    }
+    ["/usr/sbin", "/usr/local/sbin", "/sbin"]
+        .iter()
+        .map(|dir| Path::new(dir).join(bin))
+        .find(|candidate| candidate.is_file())
+        .unwrap_or_else(|| bin.to_owned())
+}
+
 /// Reads `mosquitto version 2.0.11` out of the usage text.
 pub fn parse(output: &str) -> Option<Version> {
     let rest = &output[output.find("mosquitto version ")? + "mosquitto version ".len()..];
@@ -93,7 +112,7 @@ pub enum VersionError {
 /// Runs `<bin> -h` (which exits with status 3 after printing its usage) and reads the version.
 /// Blocking: call it from a blocking thread in async code.
 pub fn detect(bin: &Path) -> Result<Version, VersionError> {
-    let mut child = Command::new(bin)
+    let mut child = Command::new(locate(bin))
         .arg("-h")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -170,6 +189,22 @@ mod tests {
             .unwrap()
             .contains("2.0.15 sometimes"));
         assert_eq!(Version::new(2, 0, 18).defect(), None);
+    }
+
+    #[test]
+    fn a_bare_name_is_found_in_path_or_the_system_directories() {
+        assert_eq!(locate(Path::new("/x/mosquitto")), Path::new("/x/mosquitto"));
+        assert_eq!(locate(Path::new("./mosquitto")), Path::new("./mosquitto"));
+        assert_eq!(
+            locate(Path::new("no-such-program-here")),
+            Path::new("no-such-program-here")
+        );
+        let found = locate(Path::new("mosquitto"));
+        assert!(
+            found == Path::new("mosquitto") || found.is_file(),
+            "{}",
+            found.display()
+        );
     }
 
     #[test]

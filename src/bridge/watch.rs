@@ -21,8 +21,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::check::Finding;
 use super::output;
-use super::plan::{self, chain, Target};
-use super::prove::{self, ProveError};
+use super::plan::{self, chain};
+use super::prove::ProveError;
 use super::restart::{self, Pacer};
 use crate::config::{self, Config};
 use crate::mqtt::Publisher;
@@ -31,8 +31,10 @@ use crate::twin::effects::Publication;
 /// How long the file must be quiet before it is read: editors write in several steps.
 const DEBOUNCE: Duration = Duration::from_millis(300);
 
-/// How long mosquitto may take to load the files before they are written.
-const PROVE_TIMEOUT: Duration = Duration::from_secs(15);
+/// After a failed restart command: the first retry waits twice this, then twice as long each
+/// time, up to [`MAX_RETRY`].
+const RETRY_BASE: Duration = Duration::from_secs(5);
+const MAX_RETRY: Duration = Duration::from_secs(300);
 
 /// Where the running configuration came from, so that it can be read again.
 #[derive(Debug, Clone)]
@@ -55,6 +57,8 @@ pub async fn run(
         publisher,
         pacer: Pacer::default(),
         restart_at: None,
+        failed_restarts: 0,
+        removed: Vec::new(),
     };
     live.apply_bridges(None).await;
     let (tx, mut changes) = mpsc::channel::<()>(1);
@@ -85,7 +89,7 @@ async fn sleep_until(at: Option<Instant>) {
     }
 }
 
-/// Watches the directory of `path` and sends a unit on `tx` when an event names the file.
+/// Watches the directory of `path` and sends a unit on `tx` when something in it changes.
 fn watch(
     path: &Path,
     tx: mpsc::Sender<()>,
@@ -100,11 +104,13 @@ fn watch(
         Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
         _ => PathBuf::from("."),
     };
-    let name = path.file_name().map(|n| n.to_owned());
     let mut debouncer = new_debouncer(DEBOUNCE, None, move |result: DebounceEventResult| {
         let Ok(events) = result else { return };
-        // Reading the file (this task does) raises access events: only changes count.
-        let ours = events.iter().any(|e| {
+        // Any change in the directory: an editor renames a new file over the old one, and a
+        // symlinked file (a Kubernetes ConfigMap) changes by a rename of its target's link, whose
+        // event does not name the file. Reading it again is cheap, and an unchanged bridge
+        // section does nothing. Reading it raises access events: only changes count.
+        let changed = events.iter().any(|e| {
             matches!(
                 e.kind,
                 EventKind::Create(_)
@@ -112,9 +118,9 @@ fn watch(
                     | EventKind::Modify(
                         ModifyKind::Data(_) | ModifyKind::Name(_) | ModifyKind::Any
                     )
-            ) && e.paths.iter().any(|p| p.file_name() == name.as_deref())
+            )
         });
-        if ours {
+        if changed {
             // A change already waiting to be read covers this one.
             let _ = tx.try_send(());
         }
@@ -129,6 +135,9 @@ struct Live {
     publisher: Publisher,
     pacer: Pacer,
     restart_at: Option<Instant>,
+    failed_restarts: u32,
+    /// Clouds whose files were removed: their services are deregistered after the restart.
+    removed: Vec<String>,
 }
 
 impl Live {
@@ -145,7 +154,7 @@ impl Live {
                     [] => vec![chain(&e)],
                     problems => problems.iter().map(ToString::to_string).collect(),
                 };
-                self.refuse(&problems);
+                self.report_refusal(&problems);
                 return;
             }
             Err(e) => {
@@ -153,10 +162,6 @@ impl Live {
                 return;
             }
         };
-        if new == self.config {
-            tracing::debug!("the configuration file changed, but not its meaning");
-            return;
-        }
         let restart_only: Vec<&str> = changed_sections(&self.config, &new);
         if !restart_only.is_empty() {
             tracing::warn!(
@@ -164,14 +169,18 @@ impl Live {
                 restart_only.join(", ")
             );
         }
-        let bridges_changed =
-            new.bridge != self.config.bridge || new.mqtt.topic_root != self.config.mqtt.topic_root;
-        if !bridges_changed {
-            self.config = new;
+        if new.bridge == self.config.bridge {
+            tracing::debug!("the configuration file changed, but not its bridges");
             return;
         }
         tracing::info!("the bridge configuration changed: rendering");
-        self.apply_bridges(Some(new)).await;
+        // Only the bridges change while running: they are rendered with the running topic
+        // root and main device, which the agent itself keeps until it restarts.
+        let candidate = Config {
+            bridge: new.bridge,
+            ..self.config.clone()
+        };
+        self.apply_bridges(Some(candidate)).await;
     }
 
     /// Renders the bridges of `new` (or of the running configuration at start), proves them
@@ -183,38 +192,26 @@ impl Live {
         let candidate = new.unwrap_or_else(|| self.config.clone());
         let path = self.source.path.clone();
         let config = candidate.clone();
-        let planned = tokio::task::spawn_blocking(move || {
-            let plan = plan::plan(&config, &path, None, Target::Clouds)?;
-            // The same files pointed at a closed port, for mosquitto to load.
-            let proof = plan::closed_port()
-                .ok()
-                .and_then(|port| plan::plan(&config, &path, None, Target::ClosedPort(port)).ok());
-            Ok::<_, Vec<Finding>>((plan, proof))
-        })
-        .await;
-        let (plan, proof) = match planned {
-            Ok(Ok(planned)) => planned,
-            Ok(Err(found)) => return self.refused(&found, candidate, starting),
+        let planned = tokio::task::spawn_blocking(move || plan::plan(&config, &path, None)).await;
+        let plan = match planned {
+            Ok(Ok(plan)) => plan,
+            Ok(Err(found)) => return self.refuse(&found, candidate, starting),
             Err(e) => return tracing::error!("rendering the bridges failed: {e}"),
         };
         for warning in &plan.warnings {
             tracing::warn!("{warning}");
         }
-        if let Some(proof) = proof.filter(|p| !p.files.is_empty()) {
-            let files = plan::proof_files(&proof);
-            let bin = &candidate.bridge.mosquitto_bin;
-            match prove::prove(bin, &files, PROVE_TIMEOUT).await {
-                Ok(()) => {}
-                Err(e @ ProveError::Refused { .. }) => {
-                    let found = [Finding::new("", e.to_string())];
-                    return self.refused(&found, candidate, starting);
-                }
-                // No mosquitto beside the agent (a container of its own): written unproven.
-                Err(e) => tracing::warn!(
-                    "the bridge files are written without being proven: {}",
-                    chain(&e)
-                ),
+        match plan::prove(&candidate, &plan).await {
+            Ok(()) => {}
+            Err(e @ ProveError::Refused { .. }) => {
+                let found = [Finding::new("", e.to_string())];
+                return self.refuse(&found, candidate, starting);
             }
+            // No mosquitto beside the agent (a container of its own): written unproven.
+            Err(e) => tracing::warn!(
+                "the bridge files are written without being proven: {}",
+                chain(&e)
+            ),
         }
         let dir = candidate.bridge.dir.clone();
         let written =
@@ -223,7 +220,7 @@ impl Live {
             Ok(Ok(applied)) => applied,
             Ok(Err(e)) => {
                 let found = [Finding::new("bridge.dir", chain(&e))];
-                return self.refused(&found, candidate, starting);
+                return self.refuse(&found, candidate, starting);
             }
             Err(e) => return tracing::error!("writing the bridge files failed: {e}"),
         };
@@ -233,27 +230,34 @@ impl Live {
         }
         for path in &applied.removed {
             tracing::info!(path = %path.display(), "bridge file removed");
+            let name = path.file_name().and_then(|n| n.to_str());
+            if let Some(cloud) = name.and_then(|n| n.strip_suffix("-bridge.conf")) {
+                self.removed.push(cloud.to_owned());
+            }
         }
         if applied.changed() {
             self.restart_at = Some(self.pacer.next_slot(Instant::now()));
         }
     }
 
-    /// Bridges that could not be applied: reported; a change is not taken, while at start the
-    /// configuration is the only one there is.
-    fn refused(&mut self, found: &[Finding], candidate: Config, starting: bool) {
+    /// Bridges that could not be applied: reported; a change is not taken (the running
+    /// configuration and files stay), while at start the configuration is the only one there is.
+    fn refuse(&mut self, found: &[Finding], candidate: Config, starting: bool) {
         let problems: Vec<String> = found.iter().map(ToString::to_string).collect();
-        self.refuse(&problems);
+        self.report_refusal(&problems);
         if starting {
             self.config = candidate;
         }
     }
 
-    /// Runs the restart command of the running configuration.
+    /// Runs the restart command of the running configuration. A failure is reported like a
+    /// refused change and tried again, later each time (up to [`MAX_RETRY`]); after a success,
+    /// the services of removed bridges are deregistered.
     async fn restart(&mut self) {
         self.restart_at = None;
-        self.pacer.ran(Instant::now());
-        let command = &self.config.bridge.restart_command;
+        let now = Instant::now();
+        self.pacer.ran(now);
+        let command = self.config.bridge.restart_command.clone();
         if command.is_empty() {
             tracing::warn!(
                 "bridge files changed: restart mosquitto to apply them (it reads bridges only \
@@ -261,18 +265,49 @@ impl Live {
             );
             return;
         }
-        match restart::run(command).await {
-            Ok(()) => tracing::info!(command = command.join(" "), "restarted the broker"),
-            Err(e) => tracing::error!("{}", chain(&e)),
+        match restart::run(&command).await {
+            Ok(()) => {
+                tracing::info!(command = command.join(" "), "restarted the broker");
+                self.failed_restarts = 0;
+                self.deregister_removed();
+            }
+            Err(e) => {
+                self.failed_restarts += 1;
+                let wait = RETRY_BASE
+                    .saturating_mul(1 << self.failed_restarts.min(8))
+                    .min(MAX_RETRY);
+                self.report_refusal(&[format!(
+                    "{} (tried again in {}s)",
+                    chain(&e),
+                    wait.as_secs()
+                )]);
+                self.restart_at = Some(now + wait);
+            }
         }
     }
 
-    /// An invalid change: each problem is logged and published; the running config stays.
-    fn refuse(&self, problems: &[String]) {
+    /// The broker runs without the bridges of removed clouds: their services leave the twin
+    /// (an empty retained registration; the twin clears their retained topics, `0` health
+    /// included, spec/twin.md §4.8).
+    fn deregister_removed(&mut self) {
+        let device = plan::main_device_name(&self.config).to_owned();
+        for name in std::mem::take(&mut self.removed) {
+            let topic = format!(
+                "{}/device/{device}/service/mosquitto-{name}-bridge",
+                self.config.mqtt.topic_root
+            );
+            tracing::info!(topic, "deregistering the service of a removed bridge");
+            self.publisher
+                .publish(Publication::retained(topic, Vec::new()), None);
+        }
+    }
+
+    /// Logs and publishes each problem on `<root>/errors`.
+    fn report_refusal(&self, problems: &[String]) {
         let topic = format!("{}/errors", self.config.mqtt.topic_root);
         let path = self.source.path.display();
         for problem in problems {
-            tracing::error!(config = %path, "configuration refused, the running one is kept: {problem}");
+            tracing::error!(config = %path, "bridges: {problem}");
             self.publisher.publish(
                 Publication::transient(topic.clone(), format!("{path}: {problem}")),
                 None,

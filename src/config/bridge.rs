@@ -120,6 +120,14 @@ pub struct CloudConfig {
 }
 
 impl CloudConfig {
+    /// `url` as it would be written: `host:port`, `[v6]:port` for an IPv6 literal.
+    pub fn url(&self) -> String {
+        match self.host.contains(':') {
+            true => format!("[{}]:{}", self.host, self.port),
+            false => format!("{}:{}", self.host, self.port),
+        }
+    }
+
     /// The key path of one of this cloud's keys, like `bridge.clouds[0].auth.key_file`.
     pub fn key(&self, key: &str) -> String {
         format!("bridge.clouds[{}].{key}", self.index)
@@ -150,29 +158,27 @@ pub struct TopicRuleConfig {
     pub remote_prefix: Option<String>,
 }
 
-/// Options edge-agent writes itself, so `options` may not set them.
-const OWN_OPTIONS: &[&str] = &[
-    "connection",
-    "address",
-    "addresses",
-    "topic",
-    "bridge_cafile",
-    "bridge_capath",
-    "bridge_certfile",
-    "bridge_keyfile",
-    "remote_clientid",
-    "remote_username",
-    "remote_password",
-    "local_clientid",
-    "try_private",
-    "start_type",
-    "cleansession",
-    "local_cleansession",
-    "notifications",
-    "notifications_local_only",
-    "notification_topic",
-    "bridge_attempt_unsubscribe",
-    "keepalive_interval",
+/// The options `options` may set: those of one bridge (mosquitto.conf(5), "Bridges") that
+/// edge-agent does not write from the cloud's own keys. Anything else is refused: a general
+/// option (`listener`, `allow_anonymous`, `max_queued_messages`…) in a bridge file would change
+/// the whole broker.
+pub const BRIDGE_OPTIONS: &[&str] = &[
+    "bridge_alpn",
+    "bridge_bind_address",
+    "bridge_insecure",
+    "bridge_max_packet_size",
+    "bridge_outgoing_retain",
+    "bridge_protocol_version",
+    "bridge_receive_maximum",
+    "bridge_require_ocsp",
+    "bridge_session_expiry_interval",
+    "bridge_tls_version",
+    "idle_timeout",
+    "local_password",
+    "local_username",
+    "restart_timeout",
+    "round_robin",
+    "threshold",
 ];
 
 pub(super) fn resolve(
@@ -204,7 +210,12 @@ pub(super) fn resolve(
         let Some(raw_cloud) = raw_cloud else { continue };
         let mut cloud_problems = Vec::new();
         let cloud = resolve_cloud(index, raw_cloud, device_id, &mut |key, message| {
-            cloud_problems.push(o.at(&format!("bridge.clouds[{index}].{key}"), message))
+            // `#key`: a key outside the cloud (a default it took).
+            let key = match key.strip_prefix('#') {
+                Some(absolute) => absolute.to_owned(),
+                None => format!("bridge.clouds[{index}].{key}"),
+            };
+            cloud_problems.push(o.at(&key, message))
         });
         if let Some(cloud) = &cloud {
             if !names.insert(cloud.name.clone()) {
@@ -263,14 +274,19 @@ fn resolve_cloud(
             (None, DEFAULT_CLOUD_PORT)
         }
     };
+    // A problem with the default is `device.id`'s, the key the user wrote.
+    let device_key = match raw.device_id {
+        Some(_) => "device_id",
+        None => "#device.id",
+    };
     let device_id = raw
         .device_id
         .unwrap_or_else(|| default_device_id.to_owned());
     if let Err(message) = check_token(&device_id) {
-        bad("device_id", message);
+        bad(device_key, message);
     } else if device_id.contains(['+', '#', '/']) {
         bad(
-            "device_id",
+            device_key,
             format!(
                 "must not contain '/', '+' or '#', which it would add to topics: {device_id:?}"
             ),
@@ -350,10 +366,14 @@ fn resolve_cloud(
                 &key,
                 format!("is not a mosquitto option name (a-z and '_'): {option:?}"),
             );
-        } else if OWN_OPTIONS.contains(&option.as_str()) {
+        } else if !BRIDGE_OPTIONS.contains(&option.as_str()) {
             bad(
                 &key,
-                "is written by edge-agent from the cloud's own keys; set those instead".into(),
+                format!(
+                    "is not an option edge-agent passes to a bridge (either it writes it from \
+                     the cloud's own keys, or it is not a bridge option); the options are: {}",
+                    BRIDGE_OPTIONS.join(", ")
+                ),
             );
         } else if let Err(message) = check_option_value(&value.0) {
             bad(&key, message);
@@ -682,12 +702,9 @@ fn parse_url(url: &str) -> Result<(String, u16), String> {
             _ => return Err(format!("has a bad port (1 to 65535): {url:?}")),
         },
     };
-    let host = if url.starts_with('[') {
-        format!("[{host}]")
-    } else {
-        host.to_owned()
-    };
-    Ok((host, port))
+    // mosquitto resolves `address <host>:<port>` by splitting at the last ':', so an IPv6
+    // literal is written bare (`::1:8883`); brackets would be looked up as a name.
+    Ok((host.to_owned(), port))
 }
 
 #[cfg(test)]
@@ -788,7 +805,7 @@ bridge:
                 "bridge.clouds[1].topics[1].direction (line 16): unknown variant `sideways`, expected one of `in`, `out`, `both`",
                 "bridge.clouds[1].topics[2].qos (line 17): must be 0, 1 or 2, not 3",
                 "bridge.clouds[1].topics[3].remote_prefix (line 18): must end with '/', since mosquitto joins it to the topic as it is: \"r\" would map \"ra/b\"; write \"r/\"",
-                "bridge.clouds[1].options.connection (line 20): is written by edge-agent from the cloud's own keys; set those instead",
+                "bridge.clouds[1].options.connection (line 20): is not an option edge-agent passes to a bridge (either it writes it from the cloud's own keys, or it is not a bridge option); the options are: bridge_alpn, bridge_bind_address, bridge_insecure, bridge_max_packet_size, bridge_outgoing_retain, bridge_protocol_version, bridge_receive_maximum, bridge_require_ocsp, bridge_session_expiry_interval, bridge_tls_version, idle_timeout, local_password, local_username, restart_timeout, round_robin, threshold",
                 "bridge.clouds[1].options.restart_timeout (line 21): must not contain newlines or control characters: \"1\\n2\"",
                 "bridge.clouds[1].options.Bad-Name (line 22): is not a mosquitto option name (a-z and '_'): \"Bad-Name\"",
                 "bridge.clouds[2] (line 23): invalid type: string \"c8y\", expected a mapping",
@@ -807,6 +824,28 @@ bridge:
     }
 
     #[test]
+    fn broker_wide_options_a_bad_topic_root_and_a_bad_default_device_id_are_refused() {
+        let text = "device: {id: 'gw 1'}\nmqtt: {topic_root: \"te\\nlistener 1\"}\nbridge:\n  clouds:\n    - {name: a, type: mqtt, url: h, options: {listener: '1886 0.0.0.0', allow_anonymous: 'true'}}\n    - {name: b, type: mqtt, url: h}\n";
+        let found = problems(text);
+        let keys: Vec<&str> = found
+            .iter()
+            .map(|p| p.split(" (").next().unwrap())
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "device.id",
+                "mqtt.topic_root",
+                "bridge.clouds[0].options.allow_anonymous",
+                "bridge.clouds[0].options.listener",
+            ],
+            "{found:#?}"
+        );
+        assert!(found[0]
+            .ends_with("must not contain spaces, tabs, newlines or control characters: \"gw 1\""));
+    }
+
+    #[test]
     fn an_empty_pattern_needs_both_prefixes_and_names_are_unique() {
         let text = "bridge:\n  clouds:\n    - {name: a, type: mqtt, url: h, local_prefix: '', topics: [{pattern: '', direction: out}]}\n    - {name: a, type: mqtt, url: h}\n";
         assert_eq!(
@@ -822,8 +861,8 @@ bridge:
     fn urls_take_a_host_and_an_optional_port() {
         assert_eq!(parse_url("a.example:1883"), Ok(("a.example".into(), 1883)));
         assert_eq!(parse_url("a.example"), Ok(("a.example".into(), 8883)));
-        assert_eq!(parse_url("[::1]:9"), Ok(("[::1]".into(), 9)));
-        assert_eq!(parse_url("[::1]"), Ok(("[::1]".into(), 8883)));
+        assert_eq!(parse_url("[::1]:9"), Ok(("::1".into(), 9)));
+        assert_eq!(parse_url("[::1]"), Ok(("::1".into(), 8883)));
         for bad in [
             "",
             "mqtts://a:1",

@@ -79,10 +79,19 @@ pub(super) fn resolve(raw: RawConfig, o: &Origins, problems: &mut Vec<Problem>) 
         }
     };
     let topic_root = raw.mqtt.topic_root.unwrap_or(mqtt_defaults.topic_root);
-    if topic_root.is_empty() || topic_root.contains(['/', '+', '#', '\0']) {
+    // It also goes into bridge files, which mosquitto splits on spaces.
+    if topic_root.is_empty()
+        || topic_root.contains(['/', '+', '#'])
+        || topic_root
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control())
+    {
         bad(
             "mqtt.topic_root",
-            format!("must be one non-empty topic level without '/', '+' or '#': {topic_root:?}"),
+            format!(
+                "must be one non-empty topic level without '/', '+', '#', spaces or control \
+                 characters: {topic_root:?}"
+            ),
         );
     }
     let max_packet_size = raw
