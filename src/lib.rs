@@ -9,6 +9,7 @@
 //! - [`topic`]: the `te/` topic grammar: entity topic ids and channels.
 //! - [`twin`]: the digital twin: model, payload parsers, the synchronous store, persistence and
 //!   the task that owns them.
+//! - [`ops`]: operations on child devices: make the file available, notify, follow to the end.
 //! - [`mqtt`]: the broker connection: options, the event-loop task, acknowledged publishing.
 //! - [`files`]: the file transfer store: safe paths, atomic uploads, digests, ranges, quota.
 //! - [`client`]: the `files` commands' client of the file transfer service: upload, resumable
@@ -26,6 +27,7 @@ pub mod config;
 pub mod files;
 pub mod http;
 pub mod mqtt;
+pub mod ops;
 pub mod readiness;
 pub mod topic;
 pub mod twin;

@@ -305,6 +305,74 @@ impl Store {
         Ok(())
     }
 
+    /// Makes the file at `source` also the file at `path`, by a hard link (no copy: ten children
+    /// updated from one download share its blocks), with its known `digest`. `source` must be on
+    /// the store's file system: a stored file, or a download in the store's own cache. Like a
+    /// commit, atomic and durable; counted against the quota like any file.
+    pub fn link(&self, path: &StorePath, source: &Path, digest: Sha256) -> Result<(), FileError> {
+        let len = fs::metadata(source)
+            .map_err(|e| FileError::io(format!("reading {}", source.display()), e))?
+            .len();
+        let _one_at_a_time = self.0.commit.lock().unwrap_or_else(|e| e.into_inner());
+        let full = self.locate(path)?;
+        let old_len = match fs::symlink_metadata(&full) {
+            Ok(m) if m.is_dir() => {
+                return Err(FileError::UploadOnDirectory(path.shown().to_owned()))
+            }
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        };
+        let used = self.0.used.load(Ordering::Relaxed).saturating_sub(old_len);
+        if used + self.0.reserved.load(Ordering::Relaxed) + len > self.0.config.quota_bytes {
+            return Err(FileError::Quota {
+                path: path.shown().to_owned(),
+                quota: self.0.config.quota_bytes,
+            });
+        }
+        let parent = full.parent().unwrap_or(&self.0.root).to_path_buf();
+        if let Err(e) = fs::create_dir_all(&parent) {
+            self.parent_file(path)?;
+            return Err(FileError::io(
+                format!("creating the directory of {path}"),
+                e,
+            ));
+        }
+        // A new name in the temp dir, linked, then renamed over the path: readers see the old
+        // file or the new one, never none.
+        let temp = self.temp_file()?.into_temp_path();
+        let temp_name = temp.to_path_buf();
+        temp.close()
+            .map_err(|e| FileError::io("preparing a link", e))?;
+        fs::hard_link(source, &temp_name)
+            .map_err(|e| FileError::io(format!("linking {path}"), e))?;
+        let cleanup = |e: FileError| {
+            let _ = fs::remove_file(&temp_name);
+            e
+        };
+        let m = fs::metadata(&temp_name)
+            .map_err(|e| cleanup(FileError::io(format!("reading {path}"), e)))?;
+        self.0
+            .records
+            .put(path.as_str(), Stamp::of(&m), digest)
+            .map_err(|e| cleanup(FileError::io(format!("recording the digest of {path}"), e)))?;
+        fs::rename(&temp_name, &full)
+            .map_err(|e| cleanup(FileError::io(format!("renaming the link of {path}"), e)))?;
+        sync_dir(&parent)
+            .map_err(|e| FileError::io(format!("syncing the directory of {path}"), e))?;
+        self.0.used.fetch_add(len, Ordering::Relaxed);
+        self.release_used(old_len);
+        Ok(())
+    }
+
+    /// The path of the file at `path` on disk, if it is a file (for linking it elsewhere).
+    pub fn file_path(&self, path: &StorePath) -> Result<PathBuf, FileError> {
+        let full = self.locate(path)?;
+        match fs::metadata(&full) {
+            Ok(m) if m.is_file() => Ok(full),
+            _ => Err(FileError::NotFound(path.shown().to_owned())),
+        }
+    }
+
     /// Deletes the file at `path`; a missing one is fine, a directory is refused.
     pub fn delete(
         &self,

@@ -29,6 +29,11 @@ impl Timestamp {
         Timestamp(ms.clamp(MIN_UNIX_SECONDS * 1000, MAX_UNIX_SECONDS * 1000 + 999))
     }
 
+    /// Unix milliseconds.
+    pub fn as_millis(self) -> i64 {
+        self.0
+    }
+
     /// Unix seconds as a float with millisecond precision (the health `time` of §8).
     pub fn unix_seconds_f64(self) -> f64 {
         self.0 as f64 / 1000.0

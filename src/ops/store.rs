@@ -1,0 +1,708 @@
+//! The table of operations (issue #5): starting one (with the refusals), following the statuses
+//! a child publishes, timing out, cancelling, and ending (clearing the command topic, removing
+//! the served file). A plain synchronous struct owned by the operations task: every method
+//! returns the [`Action`]s (publications, file removals) for the task to carry out.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use serde_json::{Map, Value};
+
+use super::model::{
+    self, NewOperation, Operation, Source, FAILED, INIT, PREPARING, REASON_CANCELLED,
+    REASON_TIMEOUT,
+};
+use crate::topic::EntityTopicId;
+use crate::twin::time::Timestamp;
+
+/// Finished operations kept for `GET /te/v1/operations`, the oldest forgotten first.
+const KEEP_FINISHED: usize = 1000;
+
+/// What the store knows of its surroundings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    pub root: String,
+    /// `http.public_url`, without a trailing `/`.
+    pub public_url: String,
+    /// How long a finished command stays on its topic before it is cleared.
+    pub keep_final: Duration,
+    pub default_timeout: Duration,
+    /// Per operation type.
+    pub timeouts: BTreeMap<String, Duration>,
+}
+
+/// What the twin says about the entity, asked for by the HTTP layer before a start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Facts {
+    pub registered: bool,
+    /// The operations it announced (`cmd/<op>` capabilities).
+    pub capabilities: Vec<String>,
+}
+
+/// What the task must do after a change.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Publish (QoS 1) on the command topic.
+    Publish {
+        topic: String,
+        payload: Vec<u8>,
+        retain: bool,
+    },
+    /// Remove a served file from the store.
+    RemoveFile(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OpsError {
+    /// 404.
+    #[error("The specified entity: {0} does not exist in the entity store")]
+    UnknownEntity(String),
+    /// 409.
+    #[error("{entity} has not announced the {operation} operation (no retained cmd/{operation} capability); give \"force\": true to send it anyway")]
+    NoCapability { entity: String, operation: String },
+    /// 409.
+    #[error("{entity} is already running a {operation} operation: {cmd_id}")]
+    Running {
+        entity: String,
+        operation: String,
+        cmd_id: String,
+    },
+    /// 409.
+    #[error("an operation with cmd_id {0} exists already")]
+    DuplicateId(String),
+    /// 404.
+    #[error("operation not found: {0}")]
+    NotFound(String),
+    /// 409.
+    #[error("operation {cmd_id} is already {status}")]
+    Finished { cmd_id: String, status: String },
+    /// 400.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// A filter of `GET /te/v1/operations`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Filter {
+    pub entity: Option<String>,
+    pub operation: Option<String>,
+    pub status: Option<String>,
+}
+
+#[derive(Debug)]
+pub struct OpsStore {
+    settings: Settings,
+    ops: BTreeMap<String, Operation>,
+    /// For generated command ids.
+    counter: u64,
+}
+
+/// Characters kept as they are in a URL path segment.
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+impl OpsStore {
+    pub fn new(settings: Settings, loaded: Vec<Operation>) -> OpsStore {
+        let ops = loaded.into_iter().map(|o| (o.cmd_id.clone(), o)).collect();
+        OpsStore {
+            settings,
+            ops,
+            counter: 0,
+        }
+    }
+
+    pub fn all(&self) -> impl Iterator<Item = &Operation> {
+        self.ops.values()
+    }
+
+    pub fn get(&self, cmd_id: &str) -> Option<&Operation> {
+        self.ops.get(cmd_id)
+    }
+
+    /// The operations matching `filter`, oldest first.
+    pub fn list(&self, filter: &Filter) -> Vec<&Operation> {
+        let mut found: Vec<&Operation> = self
+            .ops
+            .values()
+            .filter(|o| {
+                filter
+                    .entity
+                    .as_deref()
+                    .is_none_or(|e| o.entity.as_str() == e)
+            })
+            .filter(|o| filter.operation.as_deref().is_none_or(|p| o.operation == p))
+            .filter(|o| filter.status.as_deref().is_none_or(|s| o.status == s))
+            .collect();
+        found.sort_by_key(|o| (o.created, o.cmd_id.clone()));
+        found
+    }
+
+    /// The operations of one entity (for its state document).
+    pub fn of_entity(&self, entity: &EntityTopicId) -> Vec<&Operation> {
+        self.list(&Filter {
+            entity: Some(entity.as_str().to_owned()),
+            ..Filter::default()
+        })
+    }
+
+    /// Registers a new operation, `preparing`: the task then makes its file available and
+    /// calls [`OpsStore::prepared`].
+    pub fn start(
+        &mut self,
+        new: NewOperation,
+        facts: &Facts,
+        now: Timestamp,
+    ) -> Result<Operation, OpsError> {
+        let entity = new.entity.as_str().to_owned();
+        if !facts.registered {
+            return Err(OpsError::UnknownEntity(entity));
+        }
+        if !new.force && !facts.capabilities.contains(&new.operation) {
+            return Err(OpsError::NoCapability {
+                entity,
+                operation: new.operation,
+            });
+        }
+        if let Some(running) = self
+            .ops
+            .values()
+            .find(|o| o.entity == new.entity && o.operation == new.operation && !o.is_final())
+        {
+            return Err(OpsError::Running {
+                entity,
+                operation: new.operation,
+                cmd_id: running.cmd_id.clone(),
+            });
+        }
+        let cmd_id = match new.cmd_id {
+            Some(id) if self.ops.contains_key(&id) => return Err(OpsError::DuplicateId(id)),
+            Some(id) => id,
+            None => self.new_id(now),
+        };
+        let device = device_name(&new.entity);
+        let name = match (&new.source, model::is_upload(&new.operation)) {
+            (_, true) => new
+                .payload
+                .get("type")
+                .and_then(Value::as_str)
+                .filter(|t| !t.is_empty() && !t.contains('/'))
+                .unwrap_or(&new.operation)
+                .to_owned(),
+            (Source::Stored(path), false) => last_segment(path),
+            (Source::Remote(url), false) => {
+                let path = url.split(['?', '#']).next().unwrap_or_default();
+                let path = path.splitn(4, '/').nth(3).unwrap_or_default();
+                percent_decode_str(&last_segment(path))
+                    .decode_utf8_lossy()
+                    .into_owned()
+            }
+            (Source::None, false) => String::new(),
+        };
+        let file = match (&new.source, model::is_upload(&new.operation)) {
+            (Source::None, false) => None,
+            _ => {
+                let name = if name.is_empty() || name == "." || name == ".." {
+                    "file".to_owned()
+                } else {
+                    name
+                };
+                Some(format!("{device}/{}/{name}-{cmd_id}", new.operation))
+            }
+        };
+        let tedge_url = file.as_ref().map(|f| {
+            let encoded: Vec<String> = f
+                .split('/')
+                .map(|s| utf8_percent_encode(s, SEGMENT).to_string())
+                .collect();
+            format!(
+                "{}/te/v1/files/{}",
+                self.settings.public_url,
+                encoded.join("/")
+            )
+        });
+        let timeout = new
+            .timeout_s
+            .map(Duration::from_secs)
+            .or_else(|| self.settings.timeouts.get(&new.operation).copied())
+            .unwrap_or(self.settings.default_timeout);
+        let topic = format!(
+            "{}/{}/cmd/{}/{cmd_id}",
+            self.settings.root,
+            new.entity.as_str(),
+            new.operation
+        );
+        let remote_url = match &new.source {
+            Source::Remote(url) => Some(url.clone()),
+            _ => None,
+        };
+        let op = Operation {
+            cmd_id: cmd_id.clone(),
+            entity: new.entity,
+            operation: new.operation,
+            status: PREPARING.to_owned(),
+            reason: None,
+            topic,
+            file,
+            tedge_url,
+            remote_url,
+            sha256: new.sha256,
+            payload: new.payload,
+            timeout_s: timeout.as_secs().max(1),
+            keep_file: new.keep_file,
+            created: now,
+            updated: now,
+            notified: None,
+            cleared: None,
+            history: vec![model::Transition {
+                status: PREPARING.to_owned(),
+                time: now,
+                reason: None,
+            }],
+        };
+        self.ops.insert(cmd_id, op.clone());
+        self.forget_old();
+        Ok(op)
+    }
+
+    fn new_id(&mut self, now: Timestamp) -> String {
+        loop {
+            self.counter += 1;
+            let id = format!("edge-{}-{}", now.as_millis(), self.counter);
+            if !self.ops.contains_key(&id) {
+                return id;
+            }
+        }
+    }
+
+    /// The file is available (its SHA-256 if known), or could not be made so: the command is
+    /// published with status `init`, or the operation fails without one.
+    pub fn prepared(
+        &mut self,
+        cmd_id: &str,
+        result: Result<Option<String>, String>,
+        now: Timestamp,
+    ) -> Vec<Action> {
+        let Some(op) = self.ops.get_mut(cmd_id) else {
+            return Vec::new();
+        };
+        if op.status != PREPARING {
+            // Cancelled meanwhile.
+            return Vec::new();
+        }
+        match result {
+            Err(reason) => {
+                op.transition(FAILED, Some(reason), now);
+                // Nothing was published: nothing to clear.
+                op.cleared = Some(now);
+                op.file
+                    .clone()
+                    .filter(|_| !model::is_upload(&op.operation))
+                    .map(Action::RemoveFile)
+                    .into_iter()
+                    .collect()
+            }
+            Ok(sha256) => {
+                if sha256.is_some() {
+                    op.sha256 = sha256;
+                }
+                let mut payload = Map::new();
+                payload.insert("status".into(), Value::from(INIT));
+                if let Some(url) = &op.tedge_url {
+                    payload.insert("tedgeUrl".into(), Value::from(url.as_str()));
+                }
+                if let Some(url) = &op.remote_url {
+                    payload.insert("remoteUrl".into(), Value::from(url.as_str()));
+                }
+                if let Some(sha) = &op.sha256 {
+                    payload.insert("sha256".into(), Value::from(sha.as_str()));
+                }
+                for (k, v) in &op.payload {
+                    payload.insert(k.clone(), v.clone());
+                }
+                op.payload = payload;
+                op.notified = Some(now);
+                op.transition(INIT, None, now);
+                vec![Action::Publish {
+                    topic: op.topic.clone(),
+                    payload: op.payload_with(INIT, None),
+                    retain: true,
+                }]
+            }
+        }
+    }
+
+    /// A message on a command topic: the child's status, if the command is one of ours.
+    pub fn on_update(
+        &mut self,
+        entity: &EntityTopicId,
+        operation: &str,
+        cmd_id: &str,
+        payload: &[u8],
+        now: Timestamp,
+    ) -> bool {
+        let Some(op) = self.ops.get_mut(cmd_id) else {
+            return false;
+        };
+        if op.entity != *entity || op.operation != operation || payload.is_empty() {
+            return false;
+        }
+        // The agent's own init and a command already ended (by it or the child) stay as they are.
+        if op.status == PREPARING || op.is_final() {
+            return false;
+        }
+        let Ok(Value::Object(object)) = serde_json::from_slice::<Value>(payload) else {
+            return false;
+        };
+        let status = match object.get("status") {
+            None => INIT.to_owned(),
+            Some(Value::String(s)) if !s.is_empty() => s.clone(),
+            Some(_) => return false,
+        };
+        let reason = object
+            .get("reason")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .filter(|_| status == FAILED);
+        op.payload = object;
+        op.transition(&status, reason, now)
+    }
+
+    /// `DELETE /te/v1/operations/<id>`: a command not finished fails with reason `cancelled`
+    /// and its topic is cleared at once.
+    pub fn cancel(&mut self, cmd_id: &str, now: Timestamp) -> Result<Vec<Action>, OpsError> {
+        let op = self
+            .ops
+            .get_mut(cmd_id)
+            .ok_or_else(|| OpsError::NotFound(cmd_id.to_owned()))?;
+        if op.is_final() {
+            return Err(OpsError::Finished {
+                cmd_id: cmd_id.to_owned(),
+                status: op.status.clone(),
+            });
+        }
+        let was_published = op.notified.is_some();
+        op.transition(FAILED, Some(REASON_CANCELLED.to_owned()), now);
+        op.cleared = Some(now);
+        let mut actions = Vec::new();
+        if was_published {
+            actions.push(Action::Publish {
+                topic: op.topic.clone(),
+                payload: op.payload_with(FAILED, Some(REASON_CANCELLED)),
+                retain: true,
+            });
+            actions.push(Action::Publish {
+                topic: op.topic.clone(),
+                payload: Vec::new(),
+                retain: true,
+            });
+        }
+        actions.extend(end_file(op));
+        Ok(actions)
+    }
+
+    /// Timeouts and clean-ups due at `now`.
+    pub fn tick(&mut self, now: Timestamp) -> Vec<Action> {
+        let keep_final = self.settings.keep_final.as_millis() as i64;
+        let mut actions = Vec::new();
+        for op in self.ops.values_mut() {
+            if let Some(notified) = op.notified.filter(|_| !op.is_final()) {
+                let deadline = notified.as_millis() + (op.timeout_s as i64) * 1000;
+                if now.as_millis() >= deadline {
+                    op.transition(FAILED, Some(REASON_TIMEOUT.to_owned()), now);
+                    actions.push(Action::Publish {
+                        topic: op.topic.clone(),
+                        payload: op.payload_with(FAILED, Some(REASON_TIMEOUT)),
+                        retain: true,
+                    });
+                }
+            }
+            if op.is_final()
+                && op.cleared.is_none()
+                && now.as_millis() >= op.updated.as_millis() + keep_final
+            {
+                op.cleared = Some(now);
+                actions.push(Action::Publish {
+                    topic: op.topic.clone(),
+                    payload: Vec::new(),
+                    retain: true,
+                });
+                actions.extend(end_file(op));
+            }
+        }
+        actions
+    }
+
+    /// When [`OpsStore::tick`] has something to do next.
+    pub fn next_deadline(&self) -> Option<Timestamp> {
+        let keep_final = self.settings.keep_final.as_millis() as i64;
+        self.ops
+            .values()
+            .filter_map(|op| match (op.is_final(), op.notified, op.cleared) {
+                (false, Some(notified), _) => {
+                    Some(notified.as_millis() + (op.timeout_s as i64) * 1000)
+                }
+                (true, _, None) => Some(op.updated.as_millis() + keep_final),
+                _ => None,
+            })
+            .min()
+            .map(Timestamp::from_millis)
+    }
+
+    /// Forgets the oldest finished and cleared operations beyond [`KEEP_FINISHED`].
+    fn forget_old(&mut self) {
+        let mut done: Vec<(Timestamp, String)> = self
+            .ops
+            .values()
+            .filter(|o| o.is_final() && o.cleared.is_some())
+            .map(|o| (o.updated, o.cmd_id.clone()))
+            .collect();
+        if done.len() <= KEEP_FINISHED {
+            return;
+        }
+        done.sort();
+        for (_, id) in done.iter().take(done.len() - KEEP_FINISHED) {
+            self.ops.remove(id);
+        }
+    }
+}
+
+/// The served file goes at the end, unless the operation keeps it (or the child sent it).
+fn end_file(op: &Operation) -> Option<Action> {
+    if op.keep_file || model::is_upload(&op.operation) {
+        return None;
+    }
+    op.file.clone().map(Action::RemoveFile)
+}
+
+/// The device part of the served file's path: `child1` for `device/child1//` or its services,
+/// else the topic id with `_` for `/`.
+fn device_name(entity: &EntityTopicId) -> String {
+    if let Some(name) = entity.default_device_name() {
+        return name.to_owned();
+    }
+    if let Some((device, _)) = entity.default_service_names() {
+        return device.to_owned();
+    }
+    entity
+        .segments()
+        .iter()
+        .filter(|s| !s.is_empty())
+        .copied()
+        .collect::<Vec<_>>()
+        .join("_")
+}
+
+fn last_segment(path: &str) -> String {
+    path.trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::model::{check, Request};
+
+    fn store() -> OpsStore {
+        OpsStore::new(
+            Settings {
+                root: "te".into(),
+                public_url: "http://gw:8000".into(),
+                keep_final: Duration::from_secs(60),
+                default_timeout: Duration::from_secs(600),
+                timeouts: [("firmware_update".to_owned(), Duration::from_secs(3600))].into(),
+            },
+            Vec::new(),
+        )
+    }
+
+    fn new(json: &str) -> NewOperation {
+        check(serde_json::from_str::<Request>(json).unwrap()).unwrap()
+    }
+
+    fn facts(ops: &[&str]) -> Facts {
+        Facts {
+            registered: true,
+            capabilities: ops.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    const T0: i64 = 1_700_000_000_000;
+
+    fn at(secs: i64) -> Timestamp {
+        Timestamp::from_millis(T0 + secs * 1000)
+    }
+
+    #[test]
+    fn a_firmware_update_from_a_url_is_served_under_the_device_and_published_with_its_urls() {
+        let mut s = store();
+        let op = s
+            .start(
+                new(r#"{"entity":"device/child1//","operation":"firmware_update","cmd_id":"c1","url":"https://ex.com/f/fw%201.bin?x=1","payload":{"name":"fw","version":"1.2"}}"#),
+                &facts(&["firmware_update"]),
+                at(0),
+            )
+            .unwrap();
+        assert_eq!(op.status, PREPARING);
+        assert_eq!(
+            op.file.as_deref(),
+            Some("child1/firmware_update/fw 1.bin-c1")
+        );
+        assert_eq!(
+            op.tedge_url.as_deref(),
+            Some("http://gw:8000/te/v1/files/child1/firmware_update/fw%201.bin-c1")
+        );
+        assert_eq!(op.timeout_s, 3600);
+        let actions = s.prepared("c1", Ok(Some("ab".repeat(32))), at(1));
+        let [Action::Publish {
+            topic,
+            payload,
+            retain: true,
+        }] = &actions[..]
+        else {
+            panic!("{actions:?}")
+        };
+        assert_eq!(topic, "te/device/child1///cmd/firmware_update/c1");
+        assert_eq!(
+            std::str::from_utf8(payload).unwrap(),
+            format!(
+                r#"{{"name":"fw","remoteUrl":"https://ex.com/f/fw%201.bin?x=1","sha256":"{}","status":"init","tedgeUrl":"http://gw:8000/te/v1/files/child1/firmware_update/fw%201.bin-c1","version":"1.2"}}"#,
+                "ab".repeat(32)
+            )
+        );
+    }
+
+    #[test]
+    fn refusals_unknown_entity_no_capability_running_and_duplicate_id() {
+        let mut s = store();
+        let restart = || new(r#"{"entity":"device/c//","operation":"restart","cmd_id":"r1"}"#);
+        let unknown = Facts {
+            registered: false,
+            capabilities: vec![],
+        };
+        assert!(matches!(
+            s.start(restart(), &unknown, at(0)),
+            Err(OpsError::UnknownEntity(_))
+        ));
+        assert!(matches!(
+            s.start(restart(), &facts(&[]), at(0)),
+            Err(OpsError::NoCapability { .. })
+        ));
+        s.start(restart(), &facts(&["restart"]), at(0)).unwrap();
+        let again = new(r#"{"entity":"device/c//","operation":"restart"}"#);
+        assert_eq!(
+            s.start(again, &facts(&["restart"]), at(0))
+                .unwrap_err()
+                .to_string(),
+            "device/c// is already running a restart operation: r1"
+        );
+        let forced =
+            new(r#"{"entity":"device/d//","operation":"custom","cmd_id":"r1","force":true}"#);
+        assert!(matches!(
+            s.start(forced, &facts(&[]), at(0)),
+            Err(OpsError::DuplicateId(_))
+        ));
+    }
+
+    #[test]
+    fn the_child_statuses_are_followed_and_the_end_is_cleared_after_keep_final() {
+        let mut s = store();
+        let id: EntityTopicId = "device/c//".parse().unwrap();
+        s.start(
+            new(r#"{"entity":"device/c//","operation":"restart","cmd_id":"r1"}"#),
+            &facts(&["restart"]),
+            at(0),
+        )
+        .unwrap();
+        s.prepared("r1", Ok(None), at(0));
+        // The echo of the agent's own init is no change.
+        assert!(!s.on_update(&id, "restart", "r1", br#"{"status":"init"}"#, at(1)));
+        assert!(s.on_update(&id, "restart", "r1", br#"{"status":"executing"}"#, at(2)));
+        assert!(!s.on_update(&id, "restart", "r1", b"not json", at(2)));
+        assert!(!s.on_update(&id, "other", "r1", br#"{"status":"successful"}"#, at(2)));
+        assert!(s.on_update(&id, "restart", "r1", br#"{"status":"successful"}"#, at(3)));
+        assert!(!s.on_update(&id, "restart", "r1", br#"{"status":"executing"}"#, at(4)));
+        let statuses: Vec<&str> = s
+            .get("r1")
+            .unwrap()
+            .history
+            .iter()
+            .map(|t| t.status.as_str())
+            .collect();
+        assert_eq!(statuses, ["preparing", "init", "executing", "successful"]);
+        assert_eq!(s.next_deadline(), Some(at(63)));
+        assert!(s.tick(at(62)).is_empty());
+        assert_eq!(
+            s.tick(at(63)),
+            [Action::Publish {
+                topic: "te/device/c///cmd/restart/r1".into(),
+                payload: vec![],
+                retain: true
+            }]
+        );
+        assert_eq!(s.next_deadline(), None);
+    }
+
+    #[test]
+    fn a_silent_child_times_out_and_a_cancel_fails_and_clears_at_once() {
+        let mut s = store();
+        s.start(
+            new(r#"{"entity":"device/c//","operation":"restart","cmd_id":"r1","timeout_s":5}"#),
+            &facts(&["restart"]),
+            at(0),
+        )
+        .unwrap();
+        s.prepared("r1", Ok(None), at(0));
+        assert_eq!(s.next_deadline(), Some(at(5)));
+        let actions = s.tick(at(5));
+        assert_eq!(actions.len(), 1);
+        let op = s.get("r1").unwrap();
+        assert_eq!(
+            (op.status.as_str(), op.reason.as_deref()),
+            ("failed", Some("timeout"))
+        );
+
+        s.start(new(r#"{"entity":"device/c//","operation":"firmware_update","cmd_id":"f1","file":"fw.bin"}"#), &facts(&["firmware_update"]), at(0)).unwrap();
+        s.prepared("f1", Ok(None), at(0));
+        let actions = s.cancel("f1", at(1)).unwrap();
+        assert_eq!(actions.len(), 3, "{actions:?}");
+        assert_eq!(
+            actions[2],
+            Action::RemoveFile("c/firmware_update/fw.bin-f1".into())
+        );
+        assert!(matches!(
+            s.cancel("f1", at(2)),
+            Err(OpsError::Finished { .. })
+        ));
+        assert!(matches!(
+            s.cancel("nope", at(2)),
+            Err(OpsError::NotFound(_))
+        ));
+    }
+
+    #[test]
+    fn an_upload_gets_a_destination_named_by_its_type_and_keeps_it() {
+        let mut s = store();
+        let op = s
+            .start(new(r#"{"entity":"device/c//","operation":"config_snapshot","cmd_id":"s1","payload":{"type":"mosquitto"}}"#), &facts(&["config_snapshot"]), at(0))
+            .unwrap();
+        assert_eq!(op.file.as_deref(), Some("c/config_snapshot/mosquitto-s1"));
+        s.prepared("s1", Ok(None), at(0));
+        let id: EntityTopicId = "device/c//".parse().unwrap();
+        s.on_update(
+            &id,
+            "config_snapshot",
+            "s1",
+            br#"{"status":"successful"}"#,
+            at(1),
+        );
+        let actions = s.tick(at(61));
+        assert_eq!(actions.len(), 1, "the file stays: {actions:?}");
+    }
+}
