@@ -57,6 +57,10 @@ pub enum StartError {
     Mqtt(#[from] MqttError),
     #[error("the loading task failed")]
     Join(#[from] tokio::task::JoinError),
+    #[error("cannot load the operations")]
+    Operations(#[from] crate::ops::persist::PersistError),
+    #[error("cannot prepare the download cache")]
+    Fetch(#[from] crate::ops::fetch::FetchError),
 }
 
 /// A running agent.
@@ -100,11 +104,13 @@ pub async fn start_following(
     let (readiness_tx, readiness_rx) = readiness::channel();
     let (input_tx, input_rx) = mpsc::channel(INPUT_CAPACITY);
     let handle = TwinHandle::new(input_tx.clone(), readiness_rx.clone());
+    let (ops, commands, ops_inbox) = crate::ops::task::channels();
     let http_stop = CancellationToken::new();
     let http = tokio::spawn(crate::http::serve(
         listener,
-        handle,
+        handle.clone(),
         files.clone(),
+        ops,
         tls,
         http_stop.clone(),
     ));
@@ -149,6 +155,51 @@ pub async fn start_following(
         }
     };
     let (publisher, connection) = Connection::new(options, &config);
+    let ops_path = crate::ops::persist::path(&config.data_dir);
+    let loaded_ops = {
+        let path = ops_path.clone();
+        tokio::task::spawn_blocking(move || crate::ops::persist::load(&path)).await
+    };
+    let loaded_ops = match loaded_ops {
+        Ok(Ok(ops)) => ops,
+        Ok(Err(e)) => {
+            http_stop.cancel();
+            return Err(e.into());
+        }
+        Err(e) => {
+            http_stop.cancel();
+            return Err(e.into());
+        }
+    };
+    let fetch_options = crate::ops::fetch::FetchOptions {
+        max_bytes: config.files.max_file_bytes,
+        ..Default::default()
+    };
+    // In the store's own directory: a download is served by a hard link to it.
+    let cache = config.files.dir.join(".edge-agent").join("cache");
+    let fetcher = match crate::ops::fetch::Fetcher::new(cache, fetch_options) {
+        Ok(fetcher) => fetcher,
+        Err(e) => {
+            http_stop.cancel();
+            return Err(e.into());
+        }
+    };
+    let ops_settings = crate::ops::store::Settings {
+        root: config.mqtt.topic_root.clone(),
+        public_url: config.http.public_url.clone(),
+        keep_final: config.operations.keep_final,
+        default_timeout: config.operations.default_timeout,
+        timeouts: config.operations.timeouts.clone(),
+    };
+    let ops_task = crate::ops::task::OpsTask::new(
+        crate::ops::store::OpsStore::new(ops_settings, loaded_ops),
+        files.clone(),
+        fetcher,
+        publisher.clone(),
+        ops_path,
+        ops_inbox,
+    );
+    tokio::spawn(ops_task.run(http_stop.clone()));
     let bridges = source.map(|source| {
         tokio::spawn(crate::bridge::watch::run(
             source,
@@ -170,6 +221,7 @@ pub async fn start_following(
         readiness: readiness_tx,
         telemetry_flush: config.twin.telemetry_flush_interval,
         endpoint: format!("{}:{}", config.mqtt.host, config.mqtt.port),
+        commands: Some(commands),
     };
     let twin = tokio::spawn(task.run(twin_stop.clone()));
     Ok(Agent {

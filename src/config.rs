@@ -66,7 +66,34 @@ pub struct Config {
     pub twin: TwinConfig,
     pub files: FilesConfig,
     pub bridge: BridgeConfig,
+    pub operations: OperationsConfig,
     pub log: LogConfig,
+}
+
+/// Operations on child devices (`/te/v1/operations`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OperationsConfig {
+    /// How long a finished command stays on its topic before it is cleared.
+    pub keep_final: Duration,
+    /// How long a child may take to reach a final status, unless `timeouts` or the request
+    /// says otherwise.
+    pub default_timeout: Duration,
+    /// Per operation type; the built-in ones (firmware and software updates: 1 h) unless set.
+    pub timeouts: std::collections::BTreeMap<String, Duration>,
+}
+
+impl Default for OperationsConfig {
+    fn default() -> Self {
+        OperationsConfig {
+            keep_final: Duration::from_secs(60),
+            default_timeout: Duration::from_secs(600),
+            timeouts: [
+                ("firmware_update".to_owned(), Duration::from_secs(3600)),
+                ("software_update".to_owned(), Duration::from_secs(3600)),
+            ]
+            .into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -161,6 +188,7 @@ impl Default for Config {
             twin: TwinConfig::default(),
             files: FilesConfig::in_data_dir(Path::new(DEFAULT_DATA_DIR)),
             bridge: BridgeConfig::default(),
+            operations: OperationsConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -596,6 +624,7 @@ impl Config {
             twin,
             files,
             bridge,
+            operations,
             log,
         } = self;
         let tls = mqtt.tls.as_ref();
@@ -697,6 +726,31 @@ impl Config {
                     (
                         "clouds",
                         Value::Sequence(bridge.clouds.iter().map(cloud_value).collect()),
+                    ),
+                ]),
+            ),
+            (
+                "operations",
+                section([
+                    (
+                        "keep_final",
+                        Interval(operations.keep_final).to_string().into(),
+                    ),
+                    (
+                        "default_timeout",
+                        Interval(operations.default_timeout).to_string().into(),
+                    ),
+                    (
+                        "timeouts",
+                        Value::Mapping(
+                            operations
+                                .timeouts
+                                .iter()
+                                .map(|(op, t)| {
+                                    (Value::from(op.as_str()), Interval(*t).to_string().into())
+                                })
+                                .collect(),
+                        ),
                     ),
                 ]),
             ),

@@ -30,7 +30,16 @@ pub(super) struct RawConfig {
     pub(super) twin: RawTwin,
     pub(super) files: RawFiles,
     pub(super) bridge: RawBridge,
+    pub(super) operations: RawOperations,
     pub(super) log: RawLog,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default, expecting = "a mapping")]
+pub(super) struct RawOperations {
+    pub(super) keep_final: Option<Interval>,
+    pub(super) default_timeout: Option<Interval>,
+    pub(super) timeouts: Option<BTreeMap<String, Interval>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

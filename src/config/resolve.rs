@@ -8,7 +8,8 @@ use std::path::PathBuf;
 use super::raw::{ByteSize, RawConfig, RawHttpTls, RawTls, KIB, MIB};
 use super::{
     host_name, public_url_for, Config, DeviceConfig, FilesConfig, HttpConfig, HttpTlsConfig,
-    LogConfig, MqttConfig, Origins, Problem, TlsConfig, TwinConfig, DEFAULT_DATA_DIR,
+    LogConfig, MqttConfig, OperationsConfig, Origins, Problem, TlsConfig, TwinConfig,
+    DEFAULT_DATA_DIR,
 };
 use crate::topic::EntityTopicId;
 
@@ -269,6 +270,7 @@ pub(super) fn resolve(raw: RawConfig, o: &Origins, problems: &mut Vec<Problem>) 
     }
 
     let bridge = super::bridge::resolve(raw.bridge, &device_id, o, problems);
+    let operations = resolve_operations(raw.operations, o, problems);
 
     Some(Config {
         device: DeviceConfig { id: device_id },
@@ -307,9 +309,54 @@ pub(super) fn resolve(raw: RawConfig, o: &Origins, problems: &mut Vec<Problem>) 
             ttl,
         },
         bridge,
+        operations,
         log: LogConfig {
             level,
             format: raw.log.format.unwrap_or(log_defaults.format),
         },
     })
+}
+
+fn resolve_operations(
+    raw: super::raw::RawOperations,
+    o: &Origins,
+    problems: &mut Vec<Problem>,
+) -> OperationsConfig {
+    let defaults = OperationsConfig::default();
+    let positive = |problems: &mut Vec<Problem>,
+                    key: &str,
+                    value: Option<super::raw::Interval>,
+                    default| match value {
+        Some(i) if i.0.is_zero() => {
+            problems.push(o.at(key, "must be longer than zero"));
+            default
+        }
+        Some(i) => i.0,
+        None => default,
+    };
+    let keep_final = raw.keep_final.map_or(defaults.keep_final, |i| i.0);
+    let default_timeout = positive(
+        problems,
+        "operations.default_timeout",
+        raw.default_timeout,
+        defaults.default_timeout,
+    );
+    let mut timeouts = defaults.timeouts;
+    for (op, interval) in raw.timeouts.unwrap_or_default() {
+        let key = format!("operations.timeouts.{op}");
+        let valid = !op.is_empty()
+            && !op.contains(['/', '+', '#'])
+            && !op.chars().any(|c| c.is_whitespace() || c.is_control());
+        if !valid {
+            problems.push(o.at(&key, format!("is not an operation name: {op:?}")));
+            continue;
+        }
+        let timeout = positive(problems, &key, Some(interval), default_timeout);
+        timeouts.insert(op, timeout);
+    }
+    OperationsConfig {
+        keep_final,
+        default_timeout,
+        timeouts,
+    }
 }

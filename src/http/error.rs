@@ -21,6 +21,7 @@ use super::body::BodyError;
 use super::json;
 use super::path::PathError;
 use crate::files::FileError;
+use crate::ops::store::OpsError;
 use crate::twin::error::TwinError;
 
 /// Everything an HTTP request can fail with.
@@ -32,6 +33,11 @@ pub enum ApiError {
     Path(#[from] PathError),
     #[error(transparent)]
     Body(#[from] BodyError),
+    #[error(transparent)]
+    Ops(#[from] OpsError),
+    /// 503: the operations task is gone (the agent is stopping).
+    #[error("The operations service is stopping")]
+    OpsStopped,
     /// 405 on a known route; `allow` lists its methods (empty when unknown).
     #[error("Method Not Allowed")]
     MethodNotAllowed { allow: &'static str },
@@ -55,6 +61,8 @@ impl ApiError {
             ApiError::Body(BodyError::TooLarge) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Body(BodyError::Read(_)) => StatusCode::BAD_REQUEST,
             ApiError::Body(BodyError::NotJson) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Ops(e) => ops_status(e),
+            ApiError::OpsStopped => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Framework { status, .. } => *status,
         }
@@ -77,6 +85,18 @@ impl ApiError {
             _ => {}
         }
         res
+    }
+}
+
+/// The status of each operations error (issue #5). Exhaustive on purpose.
+pub fn ops_status(e: &OpsError) -> StatusCode {
+    match e {
+        OpsError::UnknownEntity(_) | OpsError::NotFound(_) => StatusCode::NOT_FOUND,
+        OpsError::NoCapability { .. }
+        | OpsError::Running { .. }
+        | OpsError::DuplicateId(_)
+        | OpsError::Finished { .. } => StatusCode::CONFLICT,
+        OpsError::Invalid(_) => StatusCode::BAD_REQUEST,
     }
 }
 

@@ -16,6 +16,7 @@ mod body;
 mod entities;
 mod error;
 mod files;
+mod operations;
 mod path;
 mod probes;
 mod server;
@@ -37,6 +38,7 @@ use warp::reply::Response;
 use warp::{Buf, Filter, Rejection, Reply};
 
 use crate::files::Store;
+use crate::ops::task::OpsHandle;
 use crate::twin::TwinHandle;
 
 /// Pending connections the kernel queues before we accept them.
@@ -61,6 +63,7 @@ pub async fn serve(
     listener: TcpListener,
     twin: TwinHandle,
     files: Store,
+    ops: OpsHandle,
     tls: Option<TlsAcceptor>,
     shutdown: CancellationToken,
 ) {
@@ -68,7 +71,8 @@ pub async fn serve(
         let scheme = if tls.is_some() { "https" } else { "http" };
         tracing::info!(%addr, scheme, "http server listening");
     }
-    let service = hyper_util::service::TowerToHyperService::new(warp::service(routes(twin, files)));
+    let service =
+        hyper_util::service::TowerToHyperService::new(warp::service(routes(twin, files, ops)));
     server::run(listener, service, tls, shutdown).await;
     tracing::info!("http server stopped");
 }
@@ -77,8 +81,11 @@ pub async fn serve(
 pub fn routes(
     twin: TwinHandle,
     files: Store,
+    ops: OpsHandle,
 ) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
     files::routes(files)
+        .or(operations(twin.clone(), ops))
+        .unify()
         .or(api(twin))
         .unify()
         .recover(error::recover)
@@ -107,6 +114,30 @@ fn entities(twin: TwinHandle) -> impl Filter<Extract = (Response,), Error = Reje
         .and(warp::header::headers_cloned())
         .and(request_body())
         .then(entities::entities)
+}
+
+/// Any method on `/te/v1/operations` and `/te/v1/operations/<cmd_id>` (issue #5).
+fn operations(
+    twin: TwinHandle,
+    ops: OpsHandle,
+) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    let with_ops = {
+        let ops = ops.clone();
+        warp::any().map(move || ops.clone())
+    };
+    let collection = warp::path!("te" / "v1" / "operations")
+        .and(with_twin(twin))
+        .and(with_ops.clone())
+        .and(warp::method())
+        .and(raw_query())
+        .and(warp::header::headers_cloned())
+        .and(request_body())
+        .then(operations::collection);
+    let item = warp::path!("te" / "v1" / "operations" / String)
+        .and(with_ops)
+        .and(warp::method())
+        .then(|id, ops, method| operations::item(ops, method, id));
+    collection.or(item).unify()
 }
 
 /// Any method on `/te/v1/state` (§6.2); only GET and HEAD are allowed.

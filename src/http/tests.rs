@@ -42,8 +42,12 @@ impl Fake {
     }
 
     async fn send(&self, req: RequestBuilder) -> Response<Bytes> {
-        req.reply(&routes(self.twin.clone(), self.files.clone()))
-            .await
+        req.reply(&routes(
+            self.twin.clone(),
+            self.files.clone(),
+            crate::ops::task::OpsHandle::closed(),
+        ))
+        .await
     }
 }
 
@@ -864,6 +868,7 @@ async fn a_chunked_body_is_cut_off_at_the_limit_while_reading() {
         listener,
         fake.twin.clone(),
         fake.files.clone(),
+        crate::ops::task::OpsHandle::closed(),
         None,
         shutdown.clone(),
     ));

@@ -4,6 +4,12 @@
 //! # Layout
 //! - [`model`]: a request and an operation record, and the rules of one operation's life.
 //! - [`store`]: the synchronous table of operations: start, follow, time out, cancel, end.
+//! - [`fetch`]: downloads of remote files: cached, shared, resumed, retried, verified.
+//! - [`persist`]: the table on disk, so that an operation in flight survives a restart.
+//! - [`task`]: the task owning the table, and the handle the HTTP layer uses.
 
+pub mod fetch;
 pub mod model;
+pub mod persist;
 pub mod store;
+pub mod task;

@@ -51,6 +51,9 @@ pub struct Operation {
     pub reason: Option<String>,
     /// The command topic.
     pub topic: String,
+    /// The stored file it was started with (`file` of the request), linked to [`Self::file`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_file: Option<String>,
     /// The file-store path of the file served for it, or received from the child.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file: Option<String>,
@@ -315,6 +318,7 @@ mod tests {
             status: INIT.into(),
             reason: None,
             topic: "te/device/c///cmd/restart/c1".into(),
+            from_file: None,
             file: None,
             tedge_url: None,
             remote_url: None,

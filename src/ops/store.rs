@@ -235,9 +235,10 @@ impl OpsStore {
             new.entity.as_str(),
             new.operation
         );
-        let remote_url = match &new.source {
-            Source::Remote(url) => Some(url.clone()),
-            _ => None,
+        let (remote_url, from_file) = match &new.source {
+            Source::Remote(url) => (Some(url.clone()), None),
+            Source::Stored(path) => (None, Some(path.clone())),
+            Source::None => (None, None),
         };
         let op = Operation {
             cmd_id: cmd_id.clone(),
@@ -246,6 +247,7 @@ impl OpsStore {
             status: PREPARING.to_owned(),
             reason: None,
             topic,
+            from_file,
             file,
             tedge_url,
             remote_url,

@@ -19,7 +19,9 @@ use super::store::{Durability, Store};
 use super::time::Timestamp;
 use super::{BusEvent, Input, Received, Responder};
 use crate::mqtt::Publisher;
+use crate::ops::task::CommandUpdate;
 use crate::readiness::{Readiness, WAITING_FOR_SYNC};
+use crate::topic::{parse_topic, Channel};
 
 /// Inputs applied before one group commit. MQTT messages already arrive in batches (one input
 /// per socket read), so a few hundred inputs cover thousands of messages; the vector is kept,
@@ -44,6 +46,8 @@ pub struct TwinTask {
     pub telemetry_flush: Duration,
     /// `host:port`, for the reason given before the first connection.
     pub endpoint: String,
+    /// The operations task, which follows the command topics (issue #5).
+    pub commands: Option<mpsc::Sender<CommandUpdate>>,
 }
 
 struct Runner {
@@ -58,6 +62,9 @@ struct Runner {
     /// After a failed write: when to try again, and the back-off after that.
     retry_at: Option<Instant>,
     retry_after: Duration,
+    commands: Option<mpsc::Sender<CommandUpdate>>,
+    /// Command messages the operations task had no room for.
+    commands_dropped: u64,
 }
 
 impl TwinTask {
@@ -72,6 +79,7 @@ impl TwinTask {
             readiness,
             telemetry_flush,
             endpoint,
+            commands,
         } = self;
         readiness.send_replace(Readiness::Disconnected(format!("connecting to {endpoint}")));
         let mut runner = Runner {
@@ -85,6 +93,8 @@ impl TwinTask {
             last_persist_log: None,
             retry_at: None,
             retry_after: RETRY_FIRST,
+            commands,
+            commands_dropped: 0,
         };
         let mut retained_tick = tokio::time::interval(RETAINED_FLUSH);
         let mut telemetry_tick =
@@ -172,6 +182,7 @@ impl Runner {
                     match message {
                         Received::Message { topic, payload } => {
                             self.store.on_message(&topic, &payload, now);
+                            self.forward_command(&topic, &payload);
                         }
                         Received::Oversize { topic, size } => {
                             self.store.counters.mqtt_dropped_oversize += 1;
@@ -196,6 +207,38 @@ impl Runner {
                 self.store.disconnected();
                 self.marker_deadline = None;
                 self.readiness.send_replace(Readiness::Disconnected(reason));
+            }
+        }
+    }
+
+    /// Hands a command-instance message to the operations task, which follows its commands;
+    /// never waits: a full queue drops it (the retained state comes again at the next
+    /// connection).
+    fn forward_command(&mut self, topic: &str, payload: &bytes::Bytes) {
+        let Some(commands) = &self.commands else {
+            return;
+        };
+        if !topic.contains("/cmd/") {
+            return;
+        }
+        let Ok((entity, Channel::Command { op, id })) =
+            parse_topic(&self.store.config().root, topic)
+        else {
+            return;
+        };
+        let update = CommandUpdate {
+            entity,
+            operation: op,
+            cmd_id: id,
+            payload: payload.clone(),
+        };
+        if commands.try_send(update).is_err() {
+            self.commands_dropped += 1;
+            if self.limiter.allow("commands_dropped", None, Instant::now()) {
+                tracing::warn!(
+                    dropped = self.commands_dropped,
+                    "the operations task is behind: a command message was not followed"
+                );
             }
         }
     }

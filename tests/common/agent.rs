@@ -7,7 +7,7 @@ use std::time::Duration;
 use edge_agent::app::{self, Agent};
 use edge_agent::config::{
     BridgeConfig, Config, DeviceConfig, FilesConfig, HttpConfig, LogConfig, LogFormat, MqttConfig,
-    TwinConfig,
+    OperationsConfig, TwinConfig,
 };
 use tempfile::TempDir;
 
@@ -56,6 +56,7 @@ pub fn config(port: u16, data_dir: &Path) -> Config {
         twin: TwinConfig::default(),
         files: FilesConfig::in_data_dir(data_dir),
         bridge: BridgeConfig::default(),
+        operations: OperationsConfig::default(),
         log: LogConfig {
             level: "info".into(),
             format: LogFormat::Text,

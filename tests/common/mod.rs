@@ -7,6 +7,8 @@
 //! - [`http`]: one-shot reqwest helpers returning status, headers and body; exact assertions on
 //!   answers.
 //! - [`agent`]: `TestAgent`, the agent in-process; its own topics (`AGENT_TOPIC`, `AGENT_HEALTH`).
+//! - [`origin`]: `Origin`, a remote HTTP server for the downloader: one file with `ETag` and
+//!   ranges, request log and download count; it can cut, stall, fail (500), or answer 404.
 //! - [`raw`]: raw HTTP/1.1 over TCP: unnormalized paths, bodies in parts, clients that vanish.
 //! - [`process`]: the real `edge-agent` binary as a child process, killed on drop.
 //! - [`twin`]: `System`, a broker, a ready agent, an input client and a `te/#` observer, with the
@@ -25,6 +27,7 @@ pub mod certs;
 pub mod http;
 pub mod mosquitto;
 pub mod mqtt;
+pub mod origin;
 pub mod process;
 pub mod raw;
 pub mod scenario;
