@@ -186,7 +186,7 @@ pub async fn start_following(
     };
     let ops_settings = crate::ops::store::Settings {
         root: config.mqtt.topic_root.clone(),
-        public_url: config.http.public_url.clone(),
+        public_url: bound_public_url(&config.http.public_url, http_addr.port()),
         keep_final: config.operations.keep_final,
         default_timeout: config.operations.default_timeout,
         timeouts: config.operations.timeouts.clone(),
@@ -281,6 +281,19 @@ impl Agent {
     }
 }
 
+/// `http.public_url` with the bound port for a port 0 (a listener on `:0` picks a free port,
+/// which is the one the links must name).
+fn bound_public_url(url: &str, port: u16) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    match authority.strip_suffix(":0") {
+        Some(host) => format!("{scheme}://{host}:{port}{path}"),
+        None => url.to_owned(),
+    }
+}
+
 /// Waits for the connection task to end after its DISCONNECT, stopping it if it does not.
 async fn wait(task: JoinHandle<()>, stop: &CancellationToken) {
     let mut task = task;
@@ -290,5 +303,24 @@ async fn wait(task: JoinHandle<()>, stop: &CancellationToken) {
             stop.cancel();
             let _ = task.await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bound_public_url;
+
+    #[test]
+    fn a_public_url_on_port_0_names_the_bound_port() {
+        assert_eq!(
+            bound_public_url("http://127.0.0.1:0", 4321),
+            "http://127.0.0.1:4321"
+        );
+        assert_eq!(
+            bound_public_url("https://gw:0/base", 9),
+            "https://gw:9/base"
+        );
+        assert_eq!(bound_public_url("http://gw:8000", 9), "http://gw:8000");
+        assert_eq!(bound_public_url("http://gw:80", 9), "http://gw:80");
     }
 }
