@@ -73,12 +73,6 @@ impl Rig {
         http::post_json(&self.agent.url("/te/v1/operations"), &body).await
     }
 
-    async fn op(&self, cmd_id: &str) -> Value {
-        http::get(&self.agent.url(&format!("/te/v1/operations/{cmd_id}")))
-            .await
-            .json()
-    }
-
     /// The child's side: the next command on `topic` (retained or live), as JSON.
     async fn command(&self, topic: &str) -> Value {
         let message = self.child.expect(topic).await;
