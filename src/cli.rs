@@ -5,10 +5,13 @@
 //! configuration comes from when `--config` is absent is [`crate::config::load`]'s.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::child::HandlerSpec;
 use crate::client::{Base, Remote};
+use crate::topic::EntityTopicId;
 
 #[derive(Debug, Parser)]
 #[command(name = "edge-agent", version, about)]
@@ -44,6 +47,53 @@ pub enum Command {
         #[command(subcommand)]
         action: FilesAction,
     },
+    /// Act as a child device of a gateway: register, announce a capability per handler, and run
+    /// the handler of each command the gateway sends, downloading and uploading its files
+    Child(ChildArgs),
+}
+
+/// `edge-agent child`: the reference child-device runner (issue #5). Checked further, all
+/// problems at once, by [`crate::child::Settings::resolve`].
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
+pub struct ChildArgs {
+    /// The child's entity topic id: device/<name>//
+    #[arg(long, value_name = "TOPIC-ID")]
+    pub entity: EntityTopicId,
+    /// The gateway's file transfer service, e.g. http://gw:8000; file-store URLs in commands
+    /// (tedgeUrl) are fetched from here
+    #[arg(long, value_name = "URL")]
+    pub gateway_url: Base,
+    /// The gateway's MQTT broker [default: the host of --gateway-url]
+    #[arg(long, value_name = "HOST")]
+    pub mqtt_host: Option<String>,
+    /// The gateway's MQTT port (plain MQTT)
+    #[arg(long, value_name = "PORT", default_value_t = 1883)]
+    pub mqtt_port: u16,
+    /// The first level of the gateway's topics (its mqtt.topic_root)
+    #[arg(long, value_name = "ROOT", default_value = "te")]
+    pub topic_root: String,
+    /// The entity this child registers under [default: none given, the gateway's main device]
+    #[arg(long, value_name = "TOPIC-ID")]
+    pub parent: Option<EntityTopicId>,
+    /// <op>=<command>: run `sh -c <command>` for each <op> command; repeat for more operations
+    #[arg(long = "handler", value_name = "OP=COMMAND", required = true)]
+    pub handlers: Vec<HandlerSpec>,
+    /// A handler still running after this long is killed and its command fails
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = duration)]
+    pub handler_timeout: Duration,
+    /// On SIGINT/SIGTERM, how long running commands may take to finish before they are
+    /// killed and reported failed
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = duration)]
+    pub shutdown_grace: Duration,
+    /// Where each command gets its temporary directory (downloads, handler output)
+    /// [default: the system's temp dir]
+    #[arg(long, value_name = "DIR")]
+    pub work_dir: Option<PathBuf>,
+}
+
+fn duration(text: &str) -> Result<Duration, String> {
+    crate::config::parse_duration(text)
+        .ok_or_else(|| format!("{text:?} is not a duration like 30s, 10m or 1h"))
 }
 
 /// Where the agent is and how to trust it; accepted before or after the `files` action.
@@ -243,6 +293,102 @@ mod tests {
         assert!(parse(&["files", "rm", "a", "--cert-file", "c.pem"]).is_err());
         assert!(parse(&["files", "rm", "a", "--key-file", "k.pem"]).is_err());
         assert!(parse(&["files", "rm", "a", "--url", "gw:8000"]).is_err());
+    }
+
+    fn child(args: &[&str]) -> Result<ChildArgs, clap::Error> {
+        let all = [
+            "child",
+            "--entity",
+            "device/c1//",
+            "--gateway-url",
+            "http://gw:8000",
+        ];
+        match parse(&[&all[..], args].concat())?.command {
+            Command::Child(args) => Ok(args),
+            other => panic!("not a child command: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn child_takes_repeated_handlers_and_has_defaults_for_the_rest() {
+        let args = child(&[
+            "--handler",
+            "firmware_update=flash \"$EDGE_FILE\"",
+            "--handler",
+            "restart=reboot",
+        ])
+        .unwrap();
+        assert_eq!(
+            args,
+            ChildArgs {
+                entity: "device/c1//".parse().unwrap(),
+                gateway_url: "http://gw:8000".parse().unwrap(),
+                mqtt_host: None,
+                mqtt_port: 1883,
+                topic_root: "te".into(),
+                parent: None,
+                handlers: vec![
+                    "firmware_update=flash \"$EDGE_FILE\"".parse().unwrap(),
+                    "restart=reboot".parse().unwrap()
+                ],
+                handler_timeout: Duration::from_secs(600),
+                shutdown_grace: Duration::from_secs(10),
+                work_dir: None,
+            }
+        );
+        let args = child(&[
+            "--handler=restart=reboot",
+            "--mqtt-host",
+            "broker",
+            "--mqtt-port",
+            "8883",
+            "--topic-root",
+            "tedge",
+            "--parent",
+            "device/gw2",
+            "--handler-timeout",
+            "90s",
+            "--shutdown-grace",
+            "500ms",
+            "--work-dir",
+            "/var/tmp/child",
+        ])
+        .unwrap();
+        assert_eq!(args.mqtt_host.as_deref(), Some("broker"));
+        assert_eq!(args.mqtt_port, 8883);
+        assert_eq!(args.topic_root, "tedge");
+        assert_eq!(args.parent, Some("device/gw2//".parse().unwrap()));
+        assert_eq!(args.handler_timeout, Duration::from_secs(90));
+        assert_eq!(args.shutdown_grace, Duration::from_millis(500));
+        assert_eq!(args.work_dir, Some("/var/tmp/child".into()));
+    }
+
+    #[test]
+    fn child_refuses_missing_handlers_and_malformed_values() {
+        assert!(child(&[]).is_err());
+        assert!(child(&["--handler", "no-equals"]).is_err());
+        assert!(child(&["--handler", "a=b", "--handler-timeout", "soon"]).is_err());
+        assert!(child(&["--handler", "a=b", "--parent", "a/b/c/d/e"]).is_err());
+        assert!(parse(&[
+            "child",
+            "--entity",
+            "device/+//",
+            "--gateway-url",
+            "http://gw",
+            "--handler",
+            "a=b"
+        ])
+        .is_err());
+        assert!(parse(&[
+            "child",
+            "--entity",
+            "device/c1",
+            "--gateway-url",
+            "gw:8000",
+            "--handler",
+            "a=b"
+        ])
+        .is_err());
     }
 
     #[test]

@@ -383,6 +383,12 @@ pub fn load(cli_path: Option<&Path>, env: &[(String, String)]) -> Result<Config,
     load_with_default(cli_path, env, Path::new(DEFAULT_PATH))
 }
 
+/// A duration as the configuration file writes it (`"500ms"`, `"5s"`, `"10m"`, `"1h"`, or whole
+/// seconds), for command-line options that take one.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    text.parse::<Interval>().ok().map(|interval| interval.0)
+}
+
 /// The file the configuration is read from: `--config FILE` (`cli_path`), else
 /// `$EDGE_AGENT_CONFIG`, else [`DEFAULT_PATH`] (which may not exist).
 /// Made absolute, so that it names the same file wherever it is shown or read again.

@@ -17,10 +17,13 @@
 //! - [`http`]: the warp server on its own accept loop (HTTP/1.1, optional TLS): the entity API,
 //!   our extensions, health and readiness.
 //! - [`readiness`]: the readiness value shared by the MQTT task and the HTTP layer.
+//! - [`child`]: `edge-agent child`, the reference child device: registers, announces its
+//!   handlers' operations, runs the commands sent to it with their files, reports their status.
 #![forbid(unsafe_code)]
 
 pub mod app;
 pub mod bridge;
+pub mod child;
 pub mod cli;
 pub mod client;
 pub mod config;

@@ -2,7 +2,8 @@
 //! config (a bad config exits with 64), bind and load (a failure exits with 1), then run until
 //! SIGINT or SIGTERM and shut down gracefully (exit 0). `anyhow` lives here and nowhere below.
 //! The `files` commands are a client: 0 on success, 1 on any failure, 64 when the configuration
-//! they need (for `http.public_url`) is invalid.
+//! they need (for `http.public_url`) is invalid. `child` reads no configuration file: invalid
+//! options exit with 64, a failure to start with 1, and SIGINT/SIGTERM end it with 0.
 #![forbid(unsafe_code)]
 
 use std::path::Path;
@@ -12,7 +13,9 @@ use anyhow::Context;
 use clap::Parser;
 use edge_agent::bridge::commands;
 use edge_agent::bridge::watch::ConfigSource;
-use edge_agent::cli::{BridgeAction, Cli, Command, ConfigAction, FilesAction, FilesOptions};
+use edge_agent::cli::{
+    BridgeAction, ChildArgs, Cli, Command, ConfigAction, FilesAction, FilesOptions,
+};
 use edge_agent::client::{self, Base, Client, TlsOptions};
 use edge_agent::config::{self, Config, LogFormat};
 
@@ -31,6 +34,9 @@ fn main() -> ExitCode {
     if let Command::Files { options, action } = cli.command {
         return files(cli.config.as_deref(), &env, options, action);
     }
+    if let Command::Child(args) = cli.command {
+        return child(args);
+    }
     let config = match config::load(cli.config.as_deref(), &env) {
         Ok(config) => config,
         Err(error) => {
@@ -44,7 +50,9 @@ fn main() -> ExitCode {
             print!("{}", config.to_yaml_masked());
             ExitCode::SUCCESS
         }
-        Command::Files { .. } => unreachable!("handled before the configuration is loaded"),
+        Command::Files { .. } | Command::Child(_) => {
+            unreachable!("handled before the configuration is loaded")
+        }
         Command::Bridge { action } => {
             let path = config::path(cli.config.as_deref(), &env);
             ExitCode::from(bridge(&config, &path, action))
@@ -180,6 +188,52 @@ fn files(
             ExitCode::SUCCESS
         }
         Err(error) => {
+            eprintln!("edge-agent: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `child`: the reference child device, until SIGINT or SIGTERM.
+fn child(args: ChildArgs) -> ExitCode {
+    let settings = match edge_agent::child::Settings::resolve(args) {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("edge-agent: {error}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+    // Before the HTTP client is built: rustls needs exactly one crypto provider.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let outcome = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("edge-agent-child")
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+        .and_then(|runtime| {
+            runtime
+                .block_on(edge_agent::child::run(settings, shutdown_signal()))
+                .context("cannot start")
+        });
+    match outcome {
+        Ok(graceful) => {
+            if graceful {
+                tracing::info!("stopped gracefully");
+            } else {
+                tracing::warn!("stopped after killing what did not end in time");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            tracing::error!("{error:#}");
             eprintln!("edge-agent: {error:#}");
             ExitCode::FAILURE
         }
