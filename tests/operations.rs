@@ -307,3 +307,56 @@ async fn refusals_unknown_entity_no_capability_duplicate_and_bad_requests() {
     assert_eq!(wrong_method.status, 405);
     assert_eq!(wrong_method.header("allow"), Some("GET, HEAD, POST"));
 }
+
+#[tokio::test]
+async fn an_operation_survives_an_agent_restart_and_a_status_sent_meanwhile_is_not_lost() {
+    let mut rig = Rig::start(Duration::from_secs(60), &[("child1", &["restart"])]).await;
+    let started = rig
+        .start_op(json!({"entity":"device/child1//","operation":"restart","cmd_id":"r1"}))
+        .await;
+    assert_eq!(started.status, 201);
+    let topic = "te/device/child1///cmd/restart/r1";
+    assert_eq!(rig.command(topic).await, json!({"status":"init"}));
+    rig.report(topic, &json!({"status":"executing"})).await;
+    rig.wait_status("r1", "executing").await;
+
+    rig.agent.stop().await;
+    // The child finishes while the agent is away; its status is retained on the broker.
+    rig.report(topic, &json!({"status":"successful"})).await;
+    rig.agent.restart().await;
+
+    let op = rig.wait_status("r1", "successful").await;
+    assert_eq!(
+        statuses(&op),
+        ["preparing", "init", "executing", "successful"]
+    );
+    // The history is in the entity's state document too.
+    let state = http::get(&rig.agent.url("/te/v1/entities/device/child1///state")).await;
+    let operations = &state.json()["operations"];
+    assert_eq!(operations[0]["cmd_id"], "r1");
+    assert_eq!(statuses(&operations[0]), statuses(&op));
+}
+
+#[tokio::test]
+async fn a_download_cut_half_way_is_resumed_and_served_whole() {
+    let rig = Rig::start(Duration::from_secs(60), &[("child1", &["firmware_update"])]).await;
+    let origin = Origin::start(FIRMWARE).await;
+    origin.cut_first_after(FIRMWARE.len() / 2);
+    let started = rig
+        .start_op(
+            json!({"entity":"device/child1//","operation":"firmware_update","cmd_id":"cut",
+            "url": origin.url(), "sha256": sha256_hex(FIRMWARE)}),
+        )
+        .await;
+    assert_eq!(started.status, 201);
+    let command = rig
+        .command("te/device/child1///cmd/firmware_update/cut")
+        .await;
+    let served = http::get(command["tedgeUrl"].as_str().unwrap()).await;
+    assert_eq!(served.body.as_ref(), FIRMWARE);
+    let ranges: Vec<Option<String>> = origin.requests().into_iter().map(|r| r.range).collect();
+    assert_eq!(
+        ranges,
+        [None, Some(format!("bytes={}-", FIRMWARE.len() / 2))]
+    );
+}

@@ -14,6 +14,9 @@ use super::body::{self, Body};
 use super::error::ApiError;
 use super::json;
 use super::path::{self, PathError, Resource};
+use crate::ops::store::Filter;
+use crate::ops::task::OpsHandle;
+use crate::topic::EntityTopicId;
 use crate::twin::api::{Query, Reply as TwinReply, Write};
 use crate::twin::TwinHandle;
 
@@ -28,6 +31,7 @@ const READ_ONLY: &str = "GET, HEAD";
 /// Any method on `/te/v1/entities` or below it.
 pub async fn entities(
     twin: TwinHandle,
+    ops: OpsHandle,
     method: Method,
     path: FullPath,
     query: Option<String>,
@@ -39,7 +43,7 @@ pub async fn entities(
         collection(&twin, method, query, &headers, body).await
     } else {
         match rest.strip_prefix('/') {
-            Some(raw) => resource(&twin, method, raw, &headers, body).await,
+            Some(raw) => resource(&twin, &ops, method, raw, &headers, body).await,
             None => Err(PathError::NotFound.into()),
         }
     };
@@ -84,6 +88,7 @@ async fn collection(
 /// Everything under `/te/v1/entities/`: `raw` is the still-encoded rest of the path.
 async fn resource(
     twin: &TwinHandle,
+    ops: &OpsHandle,
     method: Method,
     raw: &str,
     headers: &HeaderMap,
@@ -131,7 +136,10 @@ async fn resource(
         Resource::ConfigKey(id, key) if read => {
             Ok(ok(twin.query(Query::ConfigKey(id, key)).await?))
         }
-        Resource::State(id) if read => Ok(ok(twin.query(Query::State(id)).await?)),
+        Resource::State(id) if read => {
+            let reply = twin.query(Query::State(id.clone())).await?;
+            Ok(ok(with_operations(reply, ops, id).await))
+        }
         Resource::Config(_) | Resource::ConfigKey(..) | Resource::State(_) => {
             not_allowed(READ_ONLY)
         }
@@ -144,6 +152,32 @@ fn is_read(method: &Method) -> bool {
 }
 
 /// 200 with the twin's JSON, or 204 when it has none.
+/// The state document with the entity's operations (issue #5), each with its history, as a
+/// last member `operations`; the document is unchanged for an entity that has none.
+async fn with_operations(mut reply: TwinReply, ops: &OpsHandle, id: EntityTopicId) -> TwinReply {
+    let filter = Filter {
+        entity: Some(id.as_str().to_owned()),
+        ..Filter::default()
+    };
+    let Ok(found) = ops.list(filter).await else {
+        return reply;
+    };
+    if found.is_empty() {
+        return reply;
+    }
+    if let Some(body) = reply.body.as_mut() {
+        if body.ends_with('}') {
+            if let Ok(list) = serde_json::to_string(&found) {
+                body.pop();
+                body.push_str(",\"operations\":");
+                body.push_str(&list);
+                body.push('}');
+            }
+        }
+    }
+    reply
+}
+
 fn ok(reply: TwinReply) -> Response {
     with_status(StatusCode::OK, reply)
 }

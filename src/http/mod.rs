@@ -84,17 +84,20 @@ pub fn routes(
     ops: OpsHandle,
 ) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
     files::routes(files)
-        .or(operations(twin.clone(), ops))
+        .or(operations(twin.clone(), ops.clone()))
         .unify()
-        .or(api(twin))
+        .or(api(twin, ops))
         .unify()
         .recover(error::recover)
         .unify()
 }
 
 /// All routes without the final `recover`, for composing with other route sets.
-pub fn api(twin: TwinHandle) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
-    entities(twin.clone())
+pub fn api(
+    twin: TwinHandle,
+    ops: OpsHandle,
+) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    entities(twin.clone(), ops)
         .or(states(twin.clone()))
         .unify()
         .or(healthz())
@@ -105,9 +108,13 @@ pub fn api(twin: TwinHandle) -> impl Filter<Extract = (Response,), Error = Rejec
 
 /// Any method on `/te/v1/entities` and `/te/v1/entities/{path}` (§5.2, §5.3). Methods are
 /// matched by the handler, so that a wrong one is a 405 with the resource's `Allow` list.
-fn entities(twin: TwinHandle) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+fn entities(
+    twin: TwinHandle,
+    ops: OpsHandle,
+) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
     warp::path!("te" / "v1" / "entities" / ..)
         .and(with_twin(twin))
+        .and(warp::any().map(move || ops.clone()))
         .and(warp::method())
         .and(warp::path::full())
         .and(raw_query())
