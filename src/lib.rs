@@ -16,6 +16,7 @@
 //!   and verified download, delete, progress.
 //! - [`http`]: the warp server on its own accept loop (HTTP/1.1, optional TLS): the entity API,
 //!   our extensions, health and readiness.
+//! - [`report`]: an error and its causes on one line.
 //! - [`readiness`]: the readiness value shared by the MQTT task and the HTTP layer.
 //! - [`child`]: `edge-agent child`, the reference child device: registers, announces its
 //!   handlers' operations, runs the commands sent to it with their files, reports their status.
@@ -32,5 +33,6 @@ pub mod http;
 pub mod mqtt;
 pub mod ops;
 pub mod readiness;
+pub mod report;
 pub mod topic;
 pub mod twin;

@@ -10,6 +10,8 @@
 
 mod common;
 
+use common::data::{bytes, sha256_hex};
+
 use std::time::Duration;
 
 use common::agent::TestAgent;
@@ -28,27 +30,6 @@ const COMMANDS: &str = "te/device/c1///cmd/#";
 const REGISTRATION: &str = r#"{"@type":"child-device","name":"c1"}"#;
 /// The longest wait for a command to reach its final status.
 const FINAL_WAIT: Duration = Duration::from_secs(20);
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    ring::digest::digest(&ring::digest::SHA256, bytes)
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-/// Deterministic, incompressible-looking bytes.
-fn content(len: usize, seed: u32) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(2_654_435_761) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x as u8
-        })
-        .collect()
-}
 
 fn cmd_topic(op: &str, id: &str) -> String {
     format!("te/device/c1///cmd/{op}/{id}")
@@ -225,7 +206,7 @@ async fn terminate(child: &mut Process) {
 #[tokio::test]
 async fn a_firmware_update_is_downloaded_verified_handed_to_its_handler_and_reported_successful() {
     let fx = Fixture::start().await;
-    let firmware = content(300 * 1024 + 7, 1);
+    let firmware = bytes(300 * 1024 + 7, 1);
     fx.store("c1/firmware_update/fw.bin-1", &firmware).await;
     let handler = format!(
         "firmware_update=cp \"$EDGE_FILE\" '{seen}' && printf '%s\\n%s\\n%s\\n%s\\n%s' \
@@ -328,7 +309,7 @@ async fn a_failing_handler_fails_the_command_with_its_exit_status_and_last_stder
 #[tokio::test]
 async fn a_sha256_mismatch_fails_the_command_and_the_handler_never_runs() {
     let fx = Fixture::start().await;
-    let firmware = content(4096, 2);
+    let firmware = bytes(4096, 2);
     let url = fx.store("c1/firmware_update/fw.bin-2", &firmware).await;
     let handler = format!("firmware_update=touch '{}'", fx.path("ran"));
     let child = fx.child(&[handler], &[]).await;

@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::data::{bytes, sha256_hex};
+
 use std::path::Path;
 use std::time::Duration;
 
@@ -14,29 +16,6 @@ use tempfile::TempDir;
 
 /// The longest any fetch of these tests may take.
 const WAIT: Duration = Duration::from_secs(10);
-
-/// The SHA-256 as an independent implementation computes it (ring's one-shot digest, not the
-/// agent's streaming `Hasher`).
-fn sha256_hex(bytes: &[u8]) -> String {
-    ring::digest::digest(&ring::digest::SHA256, bytes)
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-/// Deterministic, incompressible-looking bytes.
-fn bytes(len: usize, seed: u8) -> Vec<u8> {
-    let mut x = u32::from(seed).wrapping_mul(2_654_435_761) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x as u8
-        })
-        .collect()
-}
 
 /// Tiny pauses: the tests wait on the fetch itself, never on time.
 fn options() -> FetchOptions {

@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::data::sha256_hex;
+
 use std::time::Duration;
 
 use common::agent::TestAgent;
@@ -14,14 +16,6 @@ use common::origin::Origin;
 use serde_json::{json, Value};
 
 const FIRMWARE: &[u8] = b"firmware image 1.2, not very large, but real bytes\n";
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    ring::digest::digest(&ring::digest::SHA256, bytes)
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
 
 /// A broker, an agent (clearing finished commands after `keep_final`), and a child `name` that
 /// registered and announced `ops`, observed on its command topics.

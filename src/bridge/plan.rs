@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use chrono::Utc;
 
+pub use crate::report::chain;
+
 use super::check::{self, Finding};
 use super::prove::{self, ProveError};
 use super::render::{self, Context, Rendered};
@@ -76,18 +78,6 @@ pub fn mosquitto_version(config: &Config, warnings: &mut Vec<Finding>) -> Versio
         ));
     }
     version
-}
-
-/// An error and its sources, as one line.
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 /// How long mosquitto may take to load the files of a proof.

@@ -9,7 +9,7 @@
 //! and the command fails as interrupted. A command someone else reported final meanwhile (the
 //! agent cancelling it) is cut short too, and the child publishes nothing more on its topic.
 
-use std::error::Error as StdError;
+use crate::report::chain;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -237,16 +237,4 @@ async fn digest_of(path: PathBuf) -> std::io::Result<Sha256> {
     })
     .await
     .unwrap_or_else(|e| Err(std::io::Error::other(e)))
-}
-
-/// An error and its causes on one line: `a: b: c`.
-fn chain(error: &dyn StdError) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(e) = cause {
-        text.push_str(": ");
-        text.push_str(&e.to_string());
-        cause = e.source();
-    }
-    text
 }

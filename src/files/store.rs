@@ -269,22 +269,7 @@ impl Store {
     ) -> Result<(), FileError> {
         let _one_at_a_time = self.0.commit.lock().unwrap_or_else(|e| e.into_inner());
         self.check(path, precondition)?;
-        let full = self.locate(path)?;
-        let old_len = match fs::symlink_metadata(&full) {
-            Ok(m) if m.is_dir() => {
-                return Err(FileError::UploadOnDirectory(path.shown().to_owned()))
-            }
-            Ok(m) => m.len(),
-            Err(_) => 0,
-        };
-        let parent = full.parent().unwrap_or(&self.0.root).to_path_buf();
-        if let Err(e) = fs::create_dir_all(&parent) {
-            self.parent_file(path)?;
-            return Err(FileError::io(
-                format!("creating the directory of {path}"),
-                e,
-            ));
-        }
+        let (full, parent, old_len) = self.target(path)?;
         let m = staged
             .file
             .as_file()
@@ -314,28 +299,13 @@ impl Store {
             .map_err(|e| FileError::io(format!("reading {}", source.display()), e))?
             .len();
         let _one_at_a_time = self.0.commit.lock().unwrap_or_else(|e| e.into_inner());
-        let full = self.locate(path)?;
-        let old_len = match fs::symlink_metadata(&full) {
-            Ok(m) if m.is_dir() => {
-                return Err(FileError::UploadOnDirectory(path.shown().to_owned()))
-            }
-            Ok(m) => m.len(),
-            Err(_) => 0,
-        };
+        let (full, parent, old_len) = self.target(path)?;
         let used = self.0.used.load(Ordering::Relaxed).saturating_sub(old_len);
         if used + self.0.reserved.load(Ordering::Relaxed) + len > self.0.config.quota_bytes {
             return Err(FileError::Quota {
                 path: path.shown().to_owned(),
                 quota: self.0.config.quota_bytes,
             });
-        }
-        let parent = full.parent().unwrap_or(&self.0.root).to_path_buf();
-        if let Err(e) = fs::create_dir_all(&parent) {
-            self.parent_file(path)?;
-            return Err(FileError::io(
-                format!("creating the directory of {path}"),
-                e,
-            ));
         }
         // A new name in the temp dir, linked, then renamed over the path: readers see the old
         // file or the new one, never none.
@@ -362,6 +332,28 @@ impl Store {
         self.0.used.fetch_add(len, Ordering::Relaxed);
         self.release_used(old_len);
         Ok(())
+    }
+
+    /// Where a file written at `path` goes: its full path, its directory (created), and the
+    /// length of the file it replaces. A directory there is refused. Under the commit lock.
+    fn target(&self, path: &StorePath) -> Result<(PathBuf, PathBuf, u64), FileError> {
+        let full = self.locate(path)?;
+        let old_len = match fs::symlink_metadata(&full) {
+            Ok(m) if m.is_dir() => {
+                return Err(FileError::UploadOnDirectory(path.shown().to_owned()))
+            }
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        };
+        let parent = full.parent().unwrap_or(&self.0.root).to_path_buf();
+        if let Err(e) = fs::create_dir_all(&parent) {
+            self.parent_file(path)?;
+            return Err(FileError::io(
+                format!("creating the directory of {path}"),
+                e,
+            ));
+        }
+        Ok((full, parent, old_len))
     }
 
     /// The path of the file at `path` on disk, if it is a file (for linking it elsewhere).

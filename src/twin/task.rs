@@ -341,7 +341,7 @@ impl Runner {
             tracing::error!(
                 errors = self.persist_errors,
                 "cannot persist the twin, serving from memory: {:#}",
-                anyhow_chain(&error)
+                crate::report::chain(&error)
             );
         }
     }
@@ -388,18 +388,6 @@ fn answer_after_acks(
             Err(TwinError::NotAcknowledged)
         });
     });
-}
-
-/// The error and its sources, `: `-separated.
-fn anyhow_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 /// 32 lowercase hex digits, new for each connection (§7.4 step 3).
