@@ -1,7 +1,8 @@
 //! The command line (clap derive): `edge-agent [--config FILE] <command>`.
 //!
 //! Only the grammar lives here (`files` REMOTE arguments are parsed into
-//! [`crate::client::Remote`]s, so a bad path is a usage error). What the commands do is `main`'s business, and where the
+//! [`crate::client::Remote`]s, `op start --set` into [`Setting`]s, so a bad value is a usage
+//! error). What the commands do is `main`'s business, and where the
 //! configuration comes from when `--config` is absent is [`crate::config::load`]'s.
 
 use std::path::PathBuf;
@@ -10,7 +11,10 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::child::HandlerSpec;
+use crate::client::op::start::check_name;
+use crate::client::op::Setting;
 use crate::client::{Base, Remote};
+use crate::files::digest::Sha256;
 use crate::topic::EntityTopicId;
 
 #[derive(Debug, Parser)]
@@ -50,6 +54,130 @@ pub enum Command {
     /// Act as a child device of a gateway: register, announce a capability per handler, and run
     /// the handler of each command the gateway sends, downloading and uploading its files
     Child(ChildArgs),
+    /// Start, follow, list and cancel operations on child devices (/te/v1/operations)
+    Op {
+        #[command(flatten)]
+        options: OpOptions,
+        #[command(subcommand)]
+        action: OpAction,
+    },
+}
+
+/// Where the agent is and how to trust it; accepted before or after the `op` action. The
+/// agent's URL is `--gateway-url` (as for `child`), not `--url`: `op start --url` is the
+/// remote file's.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Args)]
+pub struct OpOptions {
+    /// The agent's base URL, e.g. http://gateway:8000 [default: http.public_url of the configuration]
+    #[arg(long, global = true, value_name = "BASE")]
+    pub gateway_url: Option<Base>,
+    /// Trust only this CA (PEM) for an HTTPS agent, instead of the system's roots
+    #[arg(long, global = true, value_name = "PEM")]
+    pub ca_file: Option<PathBuf>,
+    /// A client certificate (PEM), for an agent that requires one; needs --key-file
+    #[arg(long, global = true, value_name = "PEM", requires = "key_file")]
+    pub cert_file: Option<PathBuf>,
+    /// The client certificate's private key (PEM); needs --cert-file
+    #[arg(long, global = true, value_name = "PEM", requires = "cert_file")]
+    pub key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, PartialEq, Eq, Subcommand)]
+pub enum OpAction {
+    /// Start OP on a child device: upload --file (or have the agent download --url), send the
+    /// command, print its cmd id and topic; with --wait, print each status until the end and
+    /// exit 0 when successful, 1 when failed, 2 when timed out
+    Start(StartArgs),
+    /// List operations: cmd id, entity, operation, status, time of the last change
+    List {
+        /// Only this entity's (topic id)
+        #[arg(long, value_name = "TOPIC-ID")]
+        entity: Option<EntityTopicId>,
+        /// Only operations of this type
+        #[arg(long, value_name = "OP")]
+        operation: Option<String>,
+        /// Only operations with this status
+        #[arg(long, value_name = "STATUS")]
+        status: Option<String>,
+    },
+    /// Show an operation as JSON, with every status it went through
+    Show {
+        #[arg(value_name = "CMD_ID")]
+        cmd_id: String,
+    },
+    /// Cancel an operation that has not ended: it fails with reason `cancelled`
+    Cancel {
+        #[arg(value_name = "CMD_ID")]
+        cmd_id: String,
+    },
+    /// Download the file a config_snapshot or log_upload operation received to LOCAL,
+    /// resuming a partial LOCAL, and verify its SHA-256
+    Fetch {
+        #[arg(value_name = "CMD_ID")]
+        cmd_id: String,
+        local: PathBuf,
+    },
+}
+
+/// `op start`.
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
+pub struct StartArgs {
+    /// The operation: firmware_update, config_snapshot, …
+    #[arg(value_name = "OP", value_parser = operation_name)]
+    pub operation: String,
+    /// The child device (or service) to run it: its topic id, e.g. device/child1//
+    #[arg(long, value_name = "TOPIC-ID")]
+    pub entity: EntityTopicId,
+    /// Upload this file for the operation (the agent serves it to the child)
+    #[arg(long, value_name = "LOCAL", conflicts_with = "url")]
+    pub file: Option<PathBuf>,
+    /// Have the agent download the operation's file from this http(s) URL
+    #[arg(long, value_name = "URL", value_parser = remote_url)]
+    pub url: Option<String>,
+    /// The file's SHA-256: a local file must have it, a downloaded one is checked against it
+    #[arg(long, value_name = "HEX", value_parser = sha256)]
+    pub sha256: Option<Sha256>,
+    /// A payload field: KEY=VALUE (JSON if it reads as an object, array, string, true, false
+    /// or null, else text, numbers included) or KEY:=JSON; repeat for more
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub settings: Vec<Setting>,
+    /// The command id [default: chosen by the agent; with --file, cli-<unix ms>-<4 hex digits>]
+    #[arg(long, value_name = "ID", value_parser = cmd_id)]
+    pub cmd_id: Option<String>,
+    /// Fail the operation (reason `timeout`) if the child has not finished within this time
+    /// [default: the agent's for OP]
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    pub timeout: Option<Duration>,
+    /// Send it even if the child has not announced OP
+    #[arg(long)]
+    pub force: bool,
+    /// Keep the served file in the agent's store after the end
+    #[arg(long)]
+    pub keep_file: bool,
+    /// Follow the operation to its end, printing each status
+    #[arg(long)]
+    pub wait: bool,
+}
+
+fn operation_name(text: &str) -> Result<String, String> {
+    check_name("operation", text)
+}
+
+fn cmd_id(text: &str) -> Result<String, String> {
+    check_name("cmd id", text)
+}
+
+fn remote_url(text: &str) -> Result<String, String> {
+    match text.parse::<Remote>() {
+        Ok(Remote::Url(url)) => Ok(url.to_string()),
+        Ok(Remote::Path(_)) => Err(format!("{text:?} is not an http:// or https:// URL")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn sha256(text: &str) -> Result<Sha256, String> {
+    text.parse()
+        .map_err(|()| format!("{text:?} is not a SHA-256: 64 hex digits"))
 }
 
 /// `edge-agent child`: the reference child-device runner (issue #5). Checked further, all
@@ -389,6 +517,158 @@ mod tests {
             "a=b"
         ])
         .is_err());
+    }
+
+    fn op(args: &[&str]) -> Result<(OpOptions, OpAction), clap::Error> {
+        match parse(&[&["op"], args].concat())?.command {
+            Command::Op { options, action } => Ok((options, action)),
+            other => panic!("not an op command: {other:?}"),
+        }
+    }
+
+    fn start(args: &[&str]) -> Result<StartArgs, clap::Error> {
+        match op(args)?.1 {
+            OpAction::Start(args) => Ok(args),
+            other => panic!("not op start: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn op_start_takes_a_file_or_a_url_settings_and_switches() {
+        let args = start(&[
+            "start",
+            "firmware_update",
+            "--entity",
+            "device/child1//",
+            "--file",
+            "fw.bin",
+            "--set",
+            "name=fw",
+            "--set",
+            "version=1.2",
+            "--wait",
+        ])
+        .unwrap();
+        assert_eq!(
+            args,
+            StartArgs {
+                operation: "firmware_update".into(),
+                entity: "device/child1//".parse().unwrap(),
+                file: Some("fw.bin".into()),
+                url: None,
+                sha256: None,
+                settings: vec!["name=fw".parse().unwrap(), "version=1.2".parse().unwrap()],
+                cmd_id: None,
+                timeout: None,
+                force: false,
+                keep_file: false,
+                wait: true,
+            }
+        );
+        let hex = "AB".repeat(32);
+        let args = start(&[
+            "start",
+            "config_update",
+            "--entity=device/c2",
+            "--url",
+            "https://example.com/a.conf",
+            "--sha256",
+            &hex,
+            "--cmd-id",
+            "my-1",
+            "--timeout",
+            "90s",
+            "--force",
+            "--keep-file",
+        ])
+        .unwrap();
+        assert_eq!(args.entity.as_str(), "device/c2//");
+        assert_eq!(args.url.as_deref(), Some("https://example.com/a.conf"));
+        assert_eq!(args.sha256, Some(Sha256([0xab; 32])));
+        assert_eq!(args.cmd_id.as_deref(), Some("my-1"));
+        assert_eq!(args.timeout, Some(Duration::from_secs(90)));
+        assert!(args.force && args.keep_file && !args.wait);
+    }
+
+    #[test]
+    fn op_start_refuses_both_sources_and_malformed_values() {
+        let base = ["start", "firmware_update", "--entity", "device/c1//"];
+        let with = |more: &[&str]| start(&[&base[..], more].concat());
+        assert!(with(&[]).is_ok());
+        assert!(with(&["--file", "a", "--url", "http://x/a"]).is_err());
+        assert!(with(&["--url", "ftp://x/a"]).is_err());
+        assert!(with(&["--url", "fw.bin"]).is_err());
+        assert!(with(&["--sha256", "abc"]).is_err());
+        assert!(with(&["--set", "novalue"]).is_err());
+        assert!(with(&["--cmd-id", "a/b"]).is_err());
+        assert!(with(&["--timeout", "soon"]).is_err());
+        assert!(
+            start(&["start", "firmware_update"]).is_err(),
+            "--entity is required"
+        );
+        assert!(start(&["start", "a b", "--entity", "device/c1//"]).is_err());
+        assert!(start(&["start", "x", "--entity", "device/+//"]).is_err());
+    }
+
+    #[test]
+    fn op_options_go_before_or_after_the_action() {
+        let expected = OpOptions {
+            gateway_url: Some("https://gw:8000".parse().unwrap()),
+            ca_file: Some("ca.pem".into()),
+            cert_file: Some("c.pem".into()),
+            key_file: Some("k.pem".into()),
+        };
+        let options = [
+            "--gateway-url",
+            "https://gw:8000",
+            "--ca-file",
+            "ca.pem",
+            "--cert-file",
+            "c.pem",
+            "--key-file",
+            "k.pem",
+        ];
+        let (before, action) = op(&[&options[..], &["show", "c1"]].concat()).unwrap();
+        let (after, _) = op(&[&["show", "c1"], &options[..]].concat()).unwrap();
+        assert_eq!((before, after), (expected.clone(), expected));
+        assert_eq!(
+            action,
+            OpAction::Show {
+                cmd_id: "c1".into()
+            }
+        );
+        assert!(op(&["show", "c1", "--cert-file", "c.pem"]).is_err());
+        assert!(op(&["show", "c1", "--url", "http://gw"]).is_err());
+    }
+
+    #[test]
+    fn op_list_show_cancel_and_fetch_take_their_arguments() {
+        assert_eq!(
+            op(&["list", "--entity", "device/child1", "--status", "failed"])
+                .unwrap()
+                .1,
+            OpAction::List {
+                entity: Some("device/child1//".parse().unwrap()),
+                operation: None,
+                status: Some("failed".into()),
+            }
+        );
+        assert_eq!(
+            op(&["cancel", "c1"]).unwrap().1,
+            OpAction::Cancel {
+                cmd_id: "c1".into()
+            }
+        );
+        assert_eq!(
+            op(&["fetch", "c1", "out.conf"]).unwrap().1,
+            OpAction::Fetch {
+                cmd_id: "c1".into(),
+                local: "out.conf".into()
+            }
+        );
+        assert!(op(&["fetch", "c1"]).is_err());
+        assert!(op(&["show"]).is_err());
+        assert!(op(&[]).is_err());
     }
 
     #[test]

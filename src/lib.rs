@@ -13,7 +13,8 @@
 //! - [`mqtt`]: the broker connection: options, the event-loop task, acknowledged publishing.
 //! - [`files`]: the file transfer store: safe paths, atomic uploads, digests, ranges, quota.
 //! - [`client`]: the `files` commands' client of the file transfer service: upload, resumable
-//!   and verified download, delete, progress.
+//!   and verified download, delete, progress; and the `op` commands' client of the operations
+//!   API: start (uploading a local file), follow, list, show, cancel, fetch.
 //! - [`http`]: the warp server on its own accept loop (HTTP/1.1, optional TLS): the entity API,
 //!   our extensions, health and readiness.
 //! - [`report`]: an error and its causes on one line.

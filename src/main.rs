@@ -2,8 +2,10 @@
 //! config (a bad config exits with 64), bind and load (a failure exits with 1), then run until
 //! SIGINT or SIGTERM and shut down gracefully (exit 0). `anyhow` lives here and nowhere below.
 //! The `files` commands are a client: 0 on success, 1 on any failure, 64 when the configuration
-//! they need (for `http.public_url`) is invalid. `child` reads no configuration file: invalid
-//! options exit with 64, a failure to start with 1, and SIGINT/SIGTERM end it with 0.
+//! they need (for `http.public_url`) is invalid. The `op` commands likewise, except that
+//! `op start --wait` exits with 0 when the operation ends successful, 1 when it fails and 2
+//! when it times out. `child` reads no configuration file: invalid options exit with 64, a
+//! failure to start with 1, and SIGINT/SIGTERM end it with 0. Usage errors exit with 2 (clap).
 #![forbid(unsafe_code)]
 
 use std::path::Path;
@@ -14,10 +16,13 @@ use clap::Parser;
 use edge_agent::bridge::commands;
 use edge_agent::bridge::watch::ConfigSource;
 use edge_agent::cli::{
-    BridgeAction, ChildArgs, Cli, Command, ConfigAction, FilesAction, FilesOptions,
+    BridgeAction, ChildArgs, Cli, Command, ConfigAction, FilesAction, FilesOptions, OpAction,
+    OpOptions, StartArgs,
 };
+use edge_agent::client::op::{render, End, Source, Start};
 use edge_agent::client::{self, Base, Client, TlsOptions};
 use edge_agent::config::{self, Config, LogFormat};
+use edge_agent::ops::store::Filter;
 
 const EXIT_CONFIG: u8 = 64;
 
@@ -37,6 +42,9 @@ fn main() -> ExitCode {
     if let Command::Child(args) = cli.command {
         return child(args);
     }
+    if let Command::Op { options, action } = cli.command {
+        return op(cli.config.as_deref(), &env, options, action);
+    }
     let config = match config::load(cli.config.as_deref(), &env) {
         Ok(config) => config,
         Err(error) => {
@@ -50,7 +58,7 @@ fn main() -> ExitCode {
             print!("{}", config.to_yaml_masked());
             ExitCode::SUCCESS
         }
-        Command::Files { .. } | Command::Child(_) => {
+        Command::Files { .. } | Command::Child(_) | Command::Op { .. } => {
             unreachable!("handled before the configuration is loaded")
         }
         Command::Bridge { action } => {
@@ -191,6 +199,128 @@ fn files(
             eprintln!("edge-agent: {error:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `op start|list|show|cancel|fetch`: the configuration is read only when no
+/// `--gateway-url` is given, for `http.public_url`.
+fn op(
+    config_path: Option<&Path>,
+    env: &[(String, String)],
+    options: OpOptions,
+    action: OpAction,
+) -> ExitCode {
+    let base = match options.gateway_url {
+        Some(base) => base,
+        None => match public_url(config_path, env) {
+            Ok(base) => base,
+            Err(error) => {
+                eprintln!("edge-agent: {error:#}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        },
+    };
+    let tls = TlsOptions {
+        ca_file: options.ca_file,
+        identity: options.cert_file.zip(options.key_file),
+    };
+    let outcome = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+        .and_then(|runtime| {
+            runtime.block_on(async {
+                // Before the client is built: rustls needs exactly one crypto provider.
+                let _ = rustls::crypto::ring::default_provider().install_default();
+                let client = Client::new(&tls, client::Style::detect())?;
+                op_action(&client, &base, action).await
+            })
+        });
+    match outcome {
+        Ok(code) => ExitCode::from(code),
+        Err(error) => {
+            eprintln!("edge-agent: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs one `op` action, printing its result on stdout; the exit code.
+async fn op_action(client: &Client, base: &Base, action: OpAction) -> anyhow::Result<u8> {
+    match action {
+        OpAction::Start(args) => {
+            let wait = args.wait;
+            let started = client.start_operation(base, &start_of(args)).await?;
+            println!("{} {}", started.cmd_id, started.topic);
+            if !wait {
+                return Ok(0);
+            }
+            let end = client
+                .follow(base, &started, |line| println!("{line}"))
+                .await?;
+            match &end {
+                End::Successful => {}
+                End::Failed(reason) if reason.is_empty() => {
+                    eprintln!("edge-agent: operation {} failed", started.cmd_id)
+                }
+                End::Failed(reason) => {
+                    eprintln!("edge-agent: operation {} failed: {reason}", started.cmd_id)
+                }
+                End::TimedOut => eprintln!(
+                    "edge-agent: operation {} timed out: the child did not finish in time",
+                    started.cmd_id
+                ),
+            }
+            Ok(end.exit_code())
+        }
+        OpAction::List {
+            entity,
+            operation,
+            status,
+        } => {
+            let filter = Filter {
+                entity: entity.map(|e| e.as_str().to_owned()),
+                operation,
+                status,
+            };
+            print!(
+                "{}",
+                render::table(&client.operations(base, &filter).await?)
+            );
+            Ok(0)
+        }
+        OpAction::Show { cmd_id } => {
+            println!("{}", render::show(&client.operation(base, &cmd_id).await?));
+            Ok(0)
+        }
+        OpAction::Cancel { cmd_id } => {
+            let op = client.cancel_operation(base, &cmd_id).await?;
+            println!("cancelled {}", op.cmd_id);
+            Ok(0)
+        }
+        OpAction::Fetch { cmd_id, local } => {
+            println!("{}", client.fetch_operation(base, &cmd_id, &local).await?);
+            Ok(0)
+        }
+    }
+}
+
+fn start_of(args: StartArgs) -> Start {
+    let source = match (args.file, args.url) {
+        (Some(local), _) => Source::Local(local),
+        (None, Some(url)) => Source::Remote(url),
+        (None, None) => Source::None,
+    };
+    Start {
+        operation: args.operation,
+        entity: args.entity,
+        source,
+        sha256: args.sha256,
+        settings: args.settings,
+        cmd_id: args.cmd_id,
+        timeout: args.timeout,
+        force: args.force,
+        keep_file: args.keep_file,
     }
 }
 

@@ -46,6 +46,13 @@ pub enum ClientError {
     NoCertificate { path: PathBuf },
     #[error("cannot set up the HTTP client")]
     Build(#[source] reqwest::Error),
+    /// The local file is not the one its given SHA-256 names: nothing was sent.
+    #[error("{}'s SHA-256 is {actual}, not {expected} as given", path.display())]
+    LocalDigest {
+        path: PathBuf,
+        expected: Sha256,
+        actual: Sha256,
+    },
     #[error("cannot reach {url}")]
     Connect {
         url: String,

@@ -1,5 +1,6 @@
 //! The client side of the file transfer service (issue #3, "Progress and CLI"): what
-//! `edge-agent files put|get|rm` do against an agent's `/te/v1/files`.
+//! `edge-agent files put|get|rm` do against an agent's `/te/v1/files`; and, built on it, the
+//! client of operations on child devices (`edge-agent op`, issue #5).
 //!
 //! # Layout
 //! - `remote`: the file addressed, a store path or a URL, and the base URL a path is put under (pure).
@@ -9,6 +10,7 @@
 //! - `local`: a local file's SHA-256 (or its prefix's) in one pass, on the blocking pool.
 //! - `progress`: the progress bar or plain lines on stderr.
 //! - `error`: what a command fails with.
+//! - `op`: `op start|list|show|cancel|fetch` against `/te/v1/operations`.
 //!
 //! This module owns the HTTP client ([`Client`]: TLS trust and identity, timeouts) and the
 //! reading of a refusal. It prints progress to stderr only; the result of a command is returned
@@ -17,6 +19,7 @@
 pub mod error;
 pub mod get;
 mod local;
+pub mod op;
 pub mod progress;
 pub mod put;
 pub mod remote;
@@ -30,7 +33,7 @@ use reqwest::{Response, Url};
 pub use error::ClientError;
 pub use get::Downloaded;
 pub use progress::Style;
-pub use put::Uploaded;
+pub use put::{PutOptions, Uploaded};
 pub use remote::{Base, Remote};
 pub use rm::Removed;
 
@@ -112,21 +115,27 @@ fn unreachable(url: &Url, error: &reqwest::Error) -> ClientError {
 async fn refusal(method: &'static str, url: &Url, response: Response) -> ClientError {
     let status = response.status();
     let body = response.text().await.unwrap_or_default();
-    let mut body = body.split_whitespace().collect::<Vec<_>>().join(" ");
-    if body.len() > MAX_MESSAGE {
-        let mut end = MAX_MESSAGE;
-        while !body.is_char_boundary(end) {
-            end -= 1;
-        }
-        body.truncate(end);
-        body.push('…');
-    }
     ClientError::Status {
         method,
         url: url.to_string(),
         status,
-        body,
+        body: one_line(&body),
     }
+}
+
+/// `text` on one line, its runs of white space made single spaces, shortened to
+/// [`MAX_MESSAGE`] bytes.
+fn one_line(text: &str) -> String {
+    let mut line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if line.len() > MAX_MESSAGE {
+        let mut end = MAX_MESSAGE;
+        while !line.is_char_boundary(end) {
+            end -= 1;
+        }
+        line.truncate(end);
+        line.push('…');
+    }
+    line
 }
 
 #[cfg(test)]

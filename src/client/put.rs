@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
-use reqwest::header::CONTENT_LENGTH;
+use reqwest::header::{CONTENT_LENGTH, IF_NONE_MATCH};
 use reqwest::{StatusCode, Url};
 use tokio::io::AsyncReadExt;
 
@@ -42,9 +42,34 @@ impl fmt::Display for Uploaded {
 /// rather than as whatever the HTTP client makes of a failed body.
 type ReadFailure = Arc<Mutex<Option<io::Error>>>;
 
+/// How an upload is conditioned.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PutOptions {
+    /// The SHA-256 the local file must have: checked before anything is sent.
+    pub expected: Option<Sha256>,
+    /// Store only if nothing is at the path yet (`If-None-Match: *`; taken: 412).
+    pub create_only: bool,
+}
+
 impl Client {
     pub async fn put(&self, local: &Path, url: &Url) -> Result<Uploaded, ClientError> {
+        self.put_with(local, url, PutOptions::default()).await
+    }
+
+    pub async fn put_with(
+        &self,
+        local: &Path,
+        url: &Url,
+        options: PutOptions,
+    ) -> Result<Uploaded, ClientError> {
         let (len, digest) = local::digest(local).await?;
+        if let Some(expected) = options.expected.filter(|e| *e != digest) {
+            return Err(ClientError::LocalDigest {
+                path: local.to_owned(),
+                expected,
+                actual: digest,
+            });
+        }
         let file = tokio::fs::File::open(local)
             .await
             .map_err(|e| read_error(local.to_owned(), e))?;
@@ -52,14 +77,15 @@ impl Client {
         let progress = Progress::start(self.style, &heading, len, 0);
         let failure = ReadFailure::default();
         let body = reqwest::Body::wrap_stream(blocks(file, progress.clone(), failure.clone()));
-        let sent = self
+        let mut request = self
             .http
             .put(url.clone())
             .header(CONTENT_LENGTH, len)
-            .header("x-checksum-sha256", digest.to_string())
-            .body(body)
-            .send()
-            .await;
+            .header("x-checksum-sha256", digest.to_string());
+        if options.create_only {
+            request = request.header(IF_NONE_MATCH, "*");
+        }
+        let sent = request.body(body).send().await;
         let response = match sent {
             Ok(response) => response,
             Err(e) => {

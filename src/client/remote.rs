@@ -94,10 +94,20 @@ impl Base {
     /// The URL of `path` (a normalized store path) in the file store:
     /// `<base>/te/v1/files/<encoded segments>`.
     pub fn file_url(&self, path: &str) -> Url {
+        let segments: Vec<&str> = path.split('/').collect();
+        self.route_url(FILES_ROUTE, &segments)
+    }
+
+    /// `<base>/<route>/<encoded segments>` (`route` is taken as it is: `te/v1/operations`).
+    pub fn route_url(&self, route: &str, segments: &[&str]) -> Url {
         let mut url = self.0.clone();
-        let segments: Vec<String> = path.split('/').map(encode).collect();
         let prefix = url.path().trim_end_matches('/').to_owned();
-        url.set_path(&format!("{prefix}/{FILES_ROUTE}/{}", segments.join("/")));
+        let mut path = format!("{prefix}/{route}");
+        for segment in segments {
+            path.push('/');
+            path.push_str(&encode(segment));
+        }
+        url.set_path(&path);
         url
     }
 }
@@ -240,6 +250,22 @@ mod tests {
             Err(InvalidRemote::Url { .. })
         ));
         assert_eq!(base("http://gw:1").to_string(), "http://gw:1/");
+    }
+
+    #[test]
+    fn a_route_url_keeps_the_base_prefix_and_encodes_each_segment() {
+        assert_eq!(
+            base("http://gw:8000")
+                .route_url("te/v1/operations", &[])
+                .as_str(),
+            "http://gw:8000/te/v1/operations"
+        );
+        assert_eq!(
+            base("https://gw/proxy/")
+                .route_url("te/v1/operations", &["cli-1/x y"])
+                .as_str(),
+            "https://gw/proxy/te/v1/operations/cli-1%2Fx%20y"
+        );
     }
 
     #[test]

@@ -163,7 +163,7 @@ pub enum Source {
 }
 
 /// The longest command id accepted: it is a topic level and part of a file name.
-const MAX_CMD_ID: usize = 128;
+pub const MAX_CMD_ID: usize = 128;
 
 /// Why a request is refused before anything happens (400).
 pub fn check(request: Request) -> Result<NewOperation, String> {

@@ -192,7 +192,15 @@ impl OpsStore {
                 .filter(|t| !t.is_empty() && !t.contains('/'))
                 .unwrap_or(&new.operation)
                 .to_owned(),
-            (Source::Stored(path), false) => last_segment(path),
+            // A file uploaded for this very command (`op start --file` names it
+            // `<name>-<cmd_id>`) keeps its name: served where it is, not as `…-<id>-<id>`.
+            (Source::Stored(path), false) => {
+                let name = last_segment(path);
+                match name.strip_suffix(&format!("-{cmd_id}")) {
+                    Some(stem) if !stem.is_empty() => stem.to_owned(),
+                    _ => name,
+                }
+            }
             (Source::Remote(url), false) => {
                 let path = url.split(['?', '#']).next().unwrap_or_default();
                 let path = path.splitn(4, '/').nth(3).unwrap_or_default();
@@ -482,7 +490,7 @@ fn end_file(op: &Operation) -> Option<Action> {
 
 /// The device part of the served file's path: `child1` for `device/child1//` or its services,
 /// else the topic id with `_` for `/`.
-fn device_name(entity: &EntityTopicId) -> String {
+pub fn device_name(entity: &EntityTopicId) -> String {
     if let Some(name) = entity.default_device_name() {
         return name.to_owned();
     }
@@ -539,6 +547,39 @@ mod tests {
 
     fn at(secs: i64) -> Timestamp {
         Timestamp::from_millis(T0 + secs * 1000)
+    }
+
+    #[test]
+    fn a_file_uploaded_for_the_command_is_served_where_it_is_and_others_get_the_id_appended() {
+        let mut s = store();
+        let op = s
+            .start(
+                new(r#"{"entity":"device/child1//","operation":"firmware_update","cmd_id":"cli-1-ab12","file":"child1/firmware_update/fw.bin-cli-1-ab12"}"#),
+                &facts(&["firmware_update"]),
+                at(0),
+            )
+            .unwrap();
+        assert_eq!(
+            op.file.as_deref(),
+            Some("child1/firmware_update/fw.bin-cli-1-ab12")
+        );
+        assert_eq!(op.from_file, op.file);
+        let op = s
+            .start(
+                new(r#"{"entity":"device/child2//","operation":"firmware_update","cmd_id":"c2","file":"images/fw.bin"}"#),
+                &facts(&["firmware_update"]),
+                at(0),
+            )
+            .unwrap();
+        assert_eq!(op.file.as_deref(), Some("child2/firmware_update/fw.bin-c2"));
+        let op = s
+            .start(
+                new(r#"{"entity":"device/child3//","operation":"firmware_update","cmd_id":"c3","file":"images/-c3"}"#),
+                &facts(&["firmware_update"]),
+                at(0),
+            )
+            .unwrap();
+        assert_eq!(op.file.as_deref(), Some("child3/firmware_update/-c3-c3"));
     }
 
     #[test]

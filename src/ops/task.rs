@@ -349,11 +349,15 @@ async fn make_available(
     expected: Option<String>,
 ) -> Result<(Option<String>, Option<Fetched>), String> {
     let dest = StorePath::parse(dest).map_err(|e| e.to_string())?;
+    let mut in_place = false;
     let (source, digest, cached) = match (from_file, remote) {
         (Some(stored), _) => {
             let files = files.clone();
+            let path = StorePath::parse(&stored).map_err(|e| e.to_string())?;
+            // Uploaded for this command at the path it is served at (`op start --file`):
+            // nothing to link (a link onto itself would leave its temp name behind).
+            in_place = path.as_str() == dest.as_str();
             tokio::task::spawn_blocking(move || {
-                let path = StorePath::parse(&stored).map_err(|e| e.to_string())?;
                 let open = files.open_read(&path).map_err(|e| e.to_string())?;
                 let full = files.file_path(&path).map_err(|e| e.to_string())?;
                 Ok::<_, String>((full, open.digest, None))
@@ -380,6 +384,9 @@ async fn make_available(
                 "sha256 mismatch: the file's SHA-256 is {digest}, the request announced {expected}"
             ));
         }
+    }
+    if in_place {
+        return Ok((Some(digest.to_string()), None));
     }
     let files = files.clone();
     tokio::task::spawn_blocking(move || files.link(&dest, &source, digest))
