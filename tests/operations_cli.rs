@@ -11,6 +11,8 @@
 
 mod common;
 
+use common::data::{bytes, sha256_hex};
+
 use std::time::Duration;
 
 use common::agent::TestAgent;
@@ -22,27 +24,6 @@ use serde_json::{json, Value};
 use tempfile::TempDir;
 
 const CHILD: &str = "device/child1//";
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    ring::digest::digest(&ring::digest::SHA256, bytes)
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-/// Deterministic bytes that look random: a firmware image of `len` bytes.
-fn content(len: usize, seed: u32) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(2_654_435_761) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x as u8
-        })
-        .collect()
-}
 
 /// A broker, an agent clearing finished commands after `keep_final`, and a directory for local
 /// files and the handlers' evidence.
@@ -185,7 +166,7 @@ fn statuses(op: &Value) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_local_firmware_is_uploaded_installed_byte_exact_and_followed_to_success() {
     let fx = Fixture::start(Duration::from_secs(1)).await;
-    let firmware = content(700 * 1024 + 3, 1);
+    let firmware = bytes(700 * 1024 + 3, 1);
     std::fs::write(fx.path("fw.bin"), &firmware).unwrap();
     let handler = format!(
         "firmware_update=cp \"$EDGE_FILE\" '{installed}' && printf '%s' \"$EDGE_PAYLOAD\" > '{payload}'",

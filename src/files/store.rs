@@ -327,6 +327,9 @@ impl Store {
             .map_err(|e| cleanup(FileError::io(format!("recording the digest of {path}"), e)))?;
         fs::rename(&temp_name, &full)
             .map_err(|e| cleanup(FileError::io(format!("renaming the link of {path}"), e)))?;
+        // rename(2) does nothing when both names are links to one file (a file linked onto
+        // itself): the temp name is then still there.
+        let _ = fs::remove_file(&temp_name);
         sync_dir(&parent)
             .map_err(|e| FileError::io(format!("syncing the directory of {path}"), e))?;
         self.0.used.fetch_add(len, Ordering::Relaxed);
