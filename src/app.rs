@@ -75,6 +75,8 @@ pub struct Agent {
     twin: JoinHandle<()>,
     mqtt: JoinHandle<()>,
     bridges: Option<JoinHandle<()>>,
+    ops: JoinHandle<()>,
+    ops_stop: CancellationToken,
 }
 
 /// Starts the agent: binds, loads the twin, connects. Must run inside a multi-thread runtime.
@@ -158,7 +160,7 @@ pub async fn start_following(
     let ops_path = crate::ops::persist::path(&config.data_dir);
     let loaded_ops = {
         let path = ops_path.clone();
-        tokio::task::spawn_blocking(move || crate::ops::persist::load(&path)).await
+        tokio::task::spawn_blocking(move || crate::ops::persist::load_or_set_aside(&path)).await
     };
     let loaded_ops = match loaded_ops {
         Ok(Ok(ops)) => ops,
@@ -199,7 +201,8 @@ pub async fn start_following(
         ops_path,
         ops_inbox,
     );
-    tokio::spawn(ops_task.run(http_stop.clone()));
+    let ops_stop = CancellationToken::new();
+    let ops = tokio::spawn(ops_task.run(ops_stop.clone(), readiness_rx.clone()));
     let bridges = source.map(|source| {
         tokio::spawn(crate::bridge::watch::run(
             source,
@@ -235,6 +238,8 @@ pub async fn start_following(
         twin,
         mqtt,
         bridges,
+        ops,
+        ops_stop,
     })
 }
 
@@ -256,6 +261,9 @@ impl Agent {
     pub async fn shutdown(self) -> bool {
         let deadline = tokio::time::Instant::now() + GRACE;
         self.http_stop.cancel();
+        // Operations stop first: what they publish at the end still reaches the connection.
+        self.ops_stop.cancel();
+        let ops_done = tokio::time::timeout_at(deadline, self.ops).await.is_ok();
         self.twin_stop.cancel();
         let twin_done = tokio::time::timeout_at(deadline, self.twin).await.is_ok();
         let mqtt_done = tokio::time::timeout_at(deadline, wait(self.mqtt, &self.mqtt_stop))
@@ -267,7 +275,7 @@ impl Agent {
             // A restart command still running is left to finish on its own.
             bridges.abort();
         }
-        twin_done && mqtt_done && http_done
+        ops_done && twin_done && mqtt_done && http_done
     }
 
     /// Stops everything at once, as a crash would (no flush, no `down` health); for tests.
@@ -275,6 +283,7 @@ impl Agent {
         self.http.abort();
         self.twin.abort();
         self.mqtt.abort();
+        self.ops.abort();
         if let Some(bridges) = self.bridges {
             bridges.abort();
         }

@@ -20,7 +20,7 @@ const FIRMWARE: &[u8] = b"firmware image 1.2, not very large, but real bytes\n";
 /// A broker, an agent (clearing finished commands after `keep_final`), and a child `name` that
 /// registered and announced `ops`, observed on its command topics.
 struct Rig {
-    _broker: Broker,
+    broker: Broker,
     agent: TestAgent,
     child: TestClient,
 }
@@ -57,7 +57,7 @@ impl Rig {
             }
         }
         Rig {
-            _broker: broker,
+            broker,
             agent,
             child,
         }
@@ -288,10 +288,26 @@ async fn refusals_unknown_entity_no_capability_duplicate_and_bad_requests() {
     http::assert_error(&missing, 404, "operation not found: nope");
     let listed = http::get(
         &rig.agent
-            .url("/te/v1/operations?entity=device/child1&status=preparing"),
+            .url("/te/v1/operations?entity=device/child1&operation=restart"),
     )
     .await;
     assert_eq!(listed.status, 200);
+    let ids: Vec<Value> = listed
+        .json()
+        .as_array()
+        .expect("an array")
+        .iter()
+        .map(|o| o["cmd_id"].clone())
+        .collect();
+    assert_eq!(ids, [json!("r1")]);
+    let missing_file = rig
+        .start_op(json!({"entity":"device/child1//","operation":"firmware_update","force":true,"file":"no/such.bin"}))
+        .await;
+    http::assert_error(
+        &missing_file,
+        404,
+        "File not found in the file store: \"no/such.bin\"",
+    );
     let wrong_method = http::request(
         reqwest::Method::PATCH,
         &rig.agent.url("/te/v1/operations"),
@@ -353,4 +369,74 @@ async fn a_download_cut_half_way_is_resumed_and_served_whole() {
         ranges,
         [None, Some(format!("bytes={}-", FIRMWARE.len() / 2))]
     );
+}
+
+#[tokio::test]
+async fn a_success_reported_while_the_agent_was_down_beats_a_timeout_that_ran_out_meanwhile() {
+    let mut rig = Rig::start(Duration::from_secs(60), &[("child1", &["restart"])]).await;
+    let started = rig
+        .start_op(
+            json!({"entity":"device/child1//","operation":"restart","cmd_id":"r1","timeout_s":2}),
+        )
+        .await;
+    assert_eq!(started.status, 201);
+    let topic = "te/device/child1///cmd/restart/r1";
+    assert_eq!(rig.command(topic).await, json!({"status":"init"}));
+    rig.report(topic, &json!({"status":"executing"})).await;
+    rig.wait_status("r1", "executing").await;
+    rig.agent.stop().await;
+    rig.report(topic, &json!({"status":"successful"})).await;
+    // The deadline passes while the agent is away (a deadline, not a synchronisation).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    rig.agent.restart().await;
+    let op = rig.wait_status("r1", "successful").await;
+    assert_eq!(
+        statuses(&op),
+        ["preparing", "init", "executing", "successful"]
+    );
+    let retained = common::mqtt::retained(rig.broker.port(), &[topic]).await;
+    assert_eq!(
+        retained,
+        [(topic.to_owned(), r#"{"status":"successful"}"#.to_owned())]
+    );
+}
+
+#[tokio::test]
+async fn a_cancel_while_the_file_is_downloading_leaves_nothing_served_or_cached() {
+    let rig = Rig::start(Duration::from_secs(60), &[("child1", &["firmware_update"])]).await;
+    let origin = Origin::start(FIRMWARE).await;
+    origin.fail_next(2);
+    let started = rig
+        .start_op(
+            json!({"entity":"device/child1//","operation":"firmware_update","cmd_id":"k",
+            "url": origin.url()}),
+        )
+        .await;
+    assert_eq!(started.status, 201);
+    let cancelled = http::delete(&rig.agent.url("/te/v1/operations/k")).await;
+    assert_eq!(cancelled.status, 200, "{}", cancelled.text());
+    assert_eq!(cancelled.json()["reason"], "cancelled");
+    let served = rig
+        .agent
+        .url("/te/v1/files/child1/firmware_update/fw.bin-k");
+    let cache = rig.agent.config.files.dir.join(".edge-agent").join("cache");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let downloaded = origin.full_downloads() == 1;
+        let cached = std::fs::read_dir(&cache)
+            .map(|d| d.flatten().any(|e| e.file_name().len() == 64))
+            .unwrap_or(false);
+        if downloaded && !cached {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the download did not end and leave the cache (downloaded: {downloaded}, cached: {cached})"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(http::get(&served).await.status, 404);
+    rig.child
+        .expect_nothing("te/device/child1///cmd/firmware_update/k")
+        .await;
 }

@@ -91,12 +91,15 @@ impl ApiError {
 /// The status of each operations error (issue #5). Exhaustive on purpose.
 pub fn ops_status(e: &OpsError) -> StatusCode {
     match e {
-        OpsError::UnknownEntity(_) | OpsError::NotFound(_) => StatusCode::NOT_FOUND,
+        OpsError::UnknownEntity(_) | OpsError::NotFound(_) | OpsError::FileNotFound(_) => {
+            StatusCode::NOT_FOUND
+        }
         OpsError::NoCapability { .. }
         | OpsError::Running { .. }
         | OpsError::DuplicateId(_)
         | OpsError::Finished { .. } => StatusCode::CONFLICT,
         OpsError::Invalid(_) => StatusCode::BAD_REQUEST,
+        OpsError::TooMany(_) => StatusCode::SERVICE_UNAVAILABLE,
     }
 }
 

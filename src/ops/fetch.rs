@@ -17,7 +17,6 @@
 //! call [`Fetcher::evict`]).
 
 use std::collections::HashMap;
-use std::error::Error as StdError;
 use std::fmt;
 use std::io::{self, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -576,7 +575,7 @@ impl Inner {
                 failures += 1;
             }
             let pause = backoff_delay(options.backoff, failures.saturating_sub(1));
-            tracing::warn!(url = %target.url, "{}; retrying in {pause:?}", Chain(&error));
+            tracing::warn!(url = %target.url, "{}; retrying in {pause:?}", crate::report::chain(&error));
             tokio::time::sleep(pause).await;
         }
         let actual = part.hasher.finish().to_string();
@@ -744,21 +743,6 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| cache_error(action, dir, e))
 }
 
-/// An error and its causes on one line, for logs.
-struct Chain<'a>(&'a dyn StdError);
-
-impl fmt::Display for Chain<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut cause = self.0.source();
-        while let Some(next) = cause {
-            write!(f, ": {next}")?;
-            cause = next.source();
-        }
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use reqwest::header::HeaderValue;
@@ -887,7 +871,7 @@ mod tests {
             last: Box::new(last),
         };
         assert_eq!(
-            Chain(&e).to_string(),
+            crate::report::chain(&e),
             "gave up after 6 attempts: GET http://gw/a: 503 Service Unavailable"
         );
         assert!(matches!(e.last(), FetchError::Status { status, .. } if status.as_u16() == 503));

@@ -93,6 +93,11 @@ impl Operation {
         self.status = status.to_owned();
         self.reason = reason.clone();
         self.updated = time;
+        // A child cycling through custom steps must not grow the record without end: the
+        // first transition and the latest ones are kept.
+        if self.history.len() >= MAX_HISTORY {
+            self.history.remove(1);
+        }
         self.history.push(Transition {
             status: status.to_owned(),
             time,
@@ -162,6 +167,12 @@ pub enum Source {
     Remote(String),
 }
 
+/// The most transitions kept in an operation's history.
+pub const MAX_HISTORY: usize = 100;
+
+/// The longest timeout accepted: 30 days.
+pub const MAX_TIMEOUT_S: u64 = 30 * 24 * 3600;
+
 /// The longest command id accepted: it is a topic level and part of a file name.
 pub const MAX_CMD_ID: usize = 128;
 
@@ -176,7 +187,15 @@ pub fn check(request: Request) -> Result<NewOperation, String> {
         return Err("\"health\" is not an operation: health checks have no lifecycle".into());
     }
     if let Some(id) = &request.cmd_id {
-        check_level("cmd_id", id)?;
+        // It names a topic level, a file and a URL path segment: plain characters only.
+        let plain = id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'~'));
+        if id.is_empty() || !plain || id == "." || id == ".." {
+            return Err(format!(
+                "cmd_id must be letters, digits, '.', '_', '-' or '~': {id:?}"
+            ));
+        }
         if id.len() > MAX_CMD_ID {
             return Err(format!("cmd_id is longer than {MAX_CMD_ID} bytes"));
         }
@@ -212,8 +231,13 @@ pub fn check(request: Request) -> Result<NewOperation, String> {
     {
         return Err(format!("payload must not set {key:?}: the agent sets it"));
     }
-    if request.timeout_s == Some(0) {
-        return Err("timeout_s must be at least 1".into());
+    if request
+        .timeout_s
+        .is_some_and(|t| !(1..=MAX_TIMEOUT_S).contains(&t))
+    {
+        return Err(format!(
+            "timeout_s must be from 1 to {MAX_TIMEOUT_S} (30 days)"
+        ));
     }
     Ok(NewOperation {
         entity,
@@ -231,6 +255,8 @@ pub fn check(request: Request) -> Result<NewOperation, String> {
 /// One topic level: not empty, no `/`, `+`, `#`, spaces or control characters.
 fn check_level(name: &str, value: &str) -> Result<(), String> {
     let bad = value.is_empty()
+        || value == "."
+        || value == ".."
         || value.contains(['/', '+', '#'])
         || value.chars().any(|c| c.is_whitespace() || c.is_control());
     match bad {
@@ -272,7 +298,7 @@ mod tests {
             ),
             (
                 r#"{"entity":"device/c//","operation":"x","cmd_id":"a b"}"#,
-                "cmd_id must be one topic level",
+                "cmd_id must be letters, digits",
             ),
             (
                 r#"{"entity":"device/c//","operation":"x","file":"a","url":"http://b"}"#,
@@ -300,7 +326,7 @@ mod tests {
             ),
             (
                 r#"{"entity":"device/c//","operation":"x","timeout_s":0}"#,
-                "at least 1",
+                "from 1 to",
             ),
         ] {
             let e = request(json).unwrap_err();

@@ -53,6 +53,28 @@ pub fn load(path: &Path) -> Result<Vec<Operation>, PersistError> {
     })
 }
 
+/// [`load`], except that a file that is not a list of operations (damaged by hand, or by a
+/// disk) is renamed `<file>.bad` with an error in the log, and the agent starts with none:
+/// one bad file must not keep the agent, and its twin, from starting.
+pub fn load_or_set_aside(path: &Path) -> Result<Vec<Operation>, PersistError> {
+    match load(path) {
+        Err(PersistError::Parse { source, .. }) => {
+            let aside = path.with_extension("json.bad");
+            tracing::error!(
+                path = %path.display(),
+                aside = %aside.display(),
+                "the operations file is damaged ({source}); set aside, starting with no operations"
+            );
+            fs::rename(path, &aside).map_err(|source| PersistError::Write {
+                path: path.to_owned(),
+                source,
+            })?;
+            Ok(Vec::new())
+        }
+        other => other,
+    }
+}
+
 /// Replaces the file at `path` with `ops`.
 pub fn save(path: &Path, ops: &[&Operation]) -> Result<(), PersistError> {
     let write_error = |source| PersistError::Write {
@@ -88,5 +110,11 @@ mod tests {
         assert!(load(&file).unwrap().is_empty());
         fs::write(&file, "{").unwrap();
         assert!(matches!(load(&file), Err(PersistError::Parse { .. })));
+        assert!(load_or_set_aside(&file).unwrap().is_empty());
+        assert!(!file.exists());
+        assert_eq!(
+            fs::read_to_string(file.with_extension("json.bad")).unwrap(),
+            "{"
+        );
     }
 }

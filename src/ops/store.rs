@@ -16,6 +16,9 @@ use super::model::{
 use crate::topic::EntityTopicId;
 use crate::twin::time::Timestamp;
 
+/// Operations not finished at once, at the most.
+const MAX_RUNNING: usize = 1000;
+
 /// Finished operations kept for `GET /te/v1/operations`, the oldest forgotten first.
 const KEEP_FINISHED: usize = 1000;
 
@@ -72,6 +75,9 @@ pub enum OpsError {
     #[error("an operation with cmd_id {0} exists already")]
     DuplicateId(String),
     /// 404.
+    #[error("File not found in the file store: {0:?}")]
+    FileNotFound(String),
+    /// 404.
     #[error("operation not found: {0}")]
     NotFound(String),
     /// 409.
@@ -80,6 +86,9 @@ pub enum OpsError {
     /// 400.
     #[error("{0}")]
     Invalid(String),
+    /// 503.
+    #[error("too many operations in progress (at most {0}); retry when some have ended")]
+    TooMany(usize),
 }
 
 /// A filter of `GET /te/v1/operations`.
@@ -167,6 +176,9 @@ impl OpsStore {
                 operation: new.operation,
             });
         }
+        if self.ops.values().filter(|o| !o.is_final()).count() >= MAX_RUNNING {
+            return Err(OpsError::TooMany(MAX_RUNNING));
+        }
         if let Some(running) = self
             .ops
             .values()
@@ -183,7 +195,7 @@ impl OpsStore {
             Some(id) => id,
             None => self.new_id(now),
         };
-        let device = device_name(&new.entity);
+        let device = safe_segment(&device_name(&new.entity));
         let name = match (&new.source, model::is_upload(&new.operation)) {
             (_, true) => new
                 .payload
@@ -195,7 +207,9 @@ impl OpsStore {
             // A file uploaded for this very command (`op start --file` names it
             // `<name>-<cmd_id>`) keeps its name: served where it is, not as `…-<id>-<id>`.
             (Source::Stored(path), false) => {
-                let name = last_segment(path);
+                let name = percent_decode_str(&last_segment(path))
+                    .decode_utf8_lossy()
+                    .into_owned();
                 match name.strip_suffix(&format!("-{cmd_id}")) {
                     Some(stem) if !stem.is_empty() => stem.to_owned(),
                     _ => name,
@@ -213,14 +227,25 @@ impl OpsStore {
         let file = match (&new.source, model::is_upload(&new.operation)) {
             (Source::None, false) => None,
             _ => {
-                let name = if name.is_empty() || name == "." || name == ".." {
-                    "file".to_owned()
-                } else {
-                    name
+                let name = match safe_segment(&name) {
+                    name if name.is_empty() => "file".to_owned(),
+                    name => name,
                 };
-                Some(format!("{device}/{}/{name}-{cmd_id}", new.operation))
+                let operation = safe_segment(&new.operation);
+                Some(format!("{device}/{operation}/{name}-{cmd_id}"))
             }
         };
+        // A thin-edge.io child expects the firmware's name; the file's name stands in for it.
+        let mut payload = new.payload;
+        if new.operation == "firmware_update" && !payload.contains_key("name") {
+            if let Some(name) = file
+                .as_deref()
+                .and_then(|f| f.rsplit('/').next())
+                .and_then(|f| f.strip_suffix(&format!("-{cmd_id}")))
+            {
+                payload.insert("name".into(), Value::from(name));
+            }
+        }
         let tedge_url = file.as_ref().map(|f| {
             let encoded: Vec<String> = f
                 .split('/')
@@ -260,7 +285,7 @@ impl OpsStore {
             tedge_url,
             remote_url,
             sha256: new.sha256,
-            payload: new.payload,
+            payload,
             timeout_s: timeout.as_secs().max(1),
             keep_file: new.keep_file,
             created: now,
@@ -300,8 +325,11 @@ impl OpsStore {
             return Vec::new();
         };
         if op.status != PREPARING {
-            // Cancelled meanwhile.
-            return Vec::new();
+            // Cancelled or timed out meanwhile: a file linked since is not served.
+            return match result {
+                Ok(_) => end_file(op).into_iter().collect(),
+                Err(_) => Vec::new(),
+            };
         }
         match result {
             Err(reason) => {
@@ -345,7 +373,9 @@ impl OpsStore {
         }
     }
 
-    /// A message on a command topic: the child's status, if the command is one of ours.
+    /// A message on a command topic: the child's status, if the command is one of ours. Returns
+    /// whether the operation changed, and what to publish: a status that arrives after the
+    /// command was cleared is cleared again, so that no command stays retained for good.
     pub fn on_update(
         &mut self,
         entity: &EntityTopicId,
@@ -353,32 +383,48 @@ impl OpsStore {
         cmd_id: &str,
         payload: &[u8],
         now: Timestamp,
-    ) -> bool {
+    ) -> (bool, Vec<Action>) {
         let Some(op) = self.ops.get_mut(cmd_id) else {
-            return false;
+            return (false, Vec::new());
         };
         if op.entity != *entity || op.operation != operation || payload.is_empty() {
-            return false;
+            return (false, Vec::new());
         }
-        // The agent's own init and a command already ended (by it or the child) stay as they are.
+        if op.cleared.is_some() {
+            return (
+                false,
+                vec![Action::Publish {
+                    topic: op.topic.clone(),
+                    payload: Vec::new(),
+                    retain: true,
+                }],
+            );
+        }
+        // Before the command is published, and after it ended (by the agent or the child),
+        // the record stays as it is.
         if op.status == PREPARING || op.is_final() {
-            return false;
+            return (false, Vec::new());
         }
         let Ok(Value::Object(object)) = serde_json::from_slice::<Value>(payload) else {
-            return false;
+            return (false, Vec::new());
         };
         let status = match object.get("status") {
             None => INIT.to_owned(),
             Some(Value::String(s)) if !s.is_empty() => s.clone(),
-            Some(_) => return false,
+            Some(_) => return (false, Vec::new()),
         };
+        // `preparing` is the agent's; `init` again (its own command delivered again) would
+        // move the operation back.
+        if status == PREPARING || (status == INIT && op.status != INIT) {
+            return (false, Vec::new());
+        }
         let reason = object
             .get("reason")
             .and_then(Value::as_str)
             .map(str::to_owned)
             .filter(|_| status == FAILED);
         op.payload = object;
-        op.transition(&status, reason, now)
+        (op.transition(&status, reason, now), Vec::new())
     }
 
     /// `DELETE /te/v1/operations/<id>`: a command not finished fails with reason `cancelled`
@@ -419,20 +465,32 @@ impl OpsStore {
         let keep_final = self.settings.keep_final.as_millis() as i64;
         let mut actions = Vec::new();
         for op in self.ops.values_mut() {
-            if let Some(notified) = op.notified.filter(|_| !op.is_final()) {
-                let deadline = notified.as_millis() + (op.timeout_s as i64) * 1000;
-                if now.as_millis() >= deadline {
-                    op.transition(FAILED, Some(REASON_TIMEOUT.to_owned()), now);
-                    actions.push(Action::Publish {
-                        topic: op.topic.clone(),
-                        payload: op.payload_with(FAILED, Some(REASON_TIMEOUT)),
-                        retain: true,
-                    });
+            if deadline(op).is_some_and(|d| now.as_millis() >= d) {
+                match op.notified {
+                    Some(_) => {
+                        op.transition(FAILED, Some(REASON_TIMEOUT.to_owned()), now);
+                        actions.push(Action::Publish {
+                            topic: op.topic.clone(),
+                            payload: op.payload_with(FAILED, Some(REASON_TIMEOUT)),
+                            retain: true,
+                        });
+                    }
+                    // The file could not be made available in time: the child was never told.
+                    None => {
+                        op.transition(
+                            FAILED,
+                            Some(format!(
+                                "{REASON_TIMEOUT}: the file was not available in time"
+                            )),
+                            now,
+                        );
+                        op.cleared = Some(now);
+                    }
                 }
             }
             if op.is_final()
                 && op.cleared.is_none()
-                && now.as_millis() >= op.updated.as_millis() + keep_final
+                && now.as_millis() >= op.updated.as_millis().saturating_add(keep_final)
             {
                 op.cleared = Some(now);
                 actions.push(Action::Publish {
@@ -451,11 +509,9 @@ impl OpsStore {
         let keep_final = self.settings.keep_final.as_millis() as i64;
         self.ops
             .values()
-            .filter_map(|op| match (op.is_final(), op.notified, op.cleared) {
-                (false, Some(notified), _) => {
-                    Some(notified.as_millis() + (op.timeout_s as i64) * 1000)
-                }
-                (true, _, None) => Some(op.updated.as_millis() + keep_final),
+            .filter_map(|op| match (op.is_final(), op.cleared) {
+                (false, _) => deadline(op),
+                (true, None) => Some(op.updated.as_millis().saturating_add(keep_final)),
                 _ => None,
             })
             .min()
@@ -478,6 +534,17 @@ impl OpsStore {
             self.ops.remove(id);
         }
     }
+}
+
+/// When an unfinished operation times out: `timeout_s` after its command was published, or
+/// after it was created while its file is being made available.
+fn deadline(op: &Operation) -> Option<i64> {
+    if op.is_final() {
+        return None;
+    }
+    let from = op.notified.unwrap_or(op.created).as_millis();
+    let timeout = i64::try_from(op.timeout_s).unwrap_or(i64::MAX / 1000);
+    Some(from.saturating_add(timeout.saturating_mul(1000)))
 }
 
 /// The served file goes at the end, unless the operation keeps it (or the child sent it).
@@ -504,6 +571,30 @@ pub fn device_name(entity: &EntityTopicId) -> String {
         .copied()
         .collect::<Vec<_>>()
         .join("_")
+}
+
+/// A file-store path segment made of plain characters only (others become `_`), so that the
+/// path, its URL and the file on disk are one and the same, never decoded twice; at most 100
+/// bytes, and never `.` or `..`.
+fn safe_segment(name: &str) -> String {
+    let mut safe: String = name
+        .chars()
+        .map(|c| match c {
+            'a'..='z' | 'A'..='Z' | '0'..='9' | '.' | '_' | '-' | '~' => c,
+            _ => '_',
+        })
+        .collect();
+    if safe.len() > 100 {
+        let cut = (0..=100)
+            .rev()
+            .find(|i| safe.is_char_boundary(*i))
+            .unwrap_or(0);
+        safe.truncate(cut);
+    }
+    match safe.as_str() {
+        "." | ".." => "_".repeat(safe.len()),
+        _ => safe,
+    }
 }
 
 fn last_segment(path: &str) -> String {
@@ -595,11 +686,11 @@ mod tests {
         assert_eq!(op.status, PREPARING);
         assert_eq!(
             op.file.as_deref(),
-            Some("child1/firmware_update/fw 1.bin-c1")
+            Some("child1/firmware_update/fw_1.bin-c1")
         );
         assert_eq!(
             op.tedge_url.as_deref(),
-            Some("http://gw:8000/te/v1/files/child1/firmware_update/fw%201.bin-c1")
+            Some("http://gw:8000/te/v1/files/child1/firmware_update/fw_1.bin-c1")
         );
         assert_eq!(op.timeout_s, 3600);
         let actions = s.prepared("c1", Ok(Some("ab".repeat(32))), at(1));
@@ -615,7 +706,7 @@ mod tests {
         assert_eq!(
             std::str::from_utf8(payload).unwrap(),
             format!(
-                r#"{{"name":"fw","remoteUrl":"https://ex.com/f/fw%201.bin?x=1","sha256":"{}","status":"init","tedgeUrl":"http://gw:8000/te/v1/files/child1/firmware_update/fw%201.bin-c1","version":"1.2"}}"#,
+                r#"{{"name":"fw","remoteUrl":"https://ex.com/f/fw%201.bin?x=1","sha256":"{}","status":"init","tedgeUrl":"http://gw:8000/te/v1/files/child1/firmware_update/fw_1.bin-c1","version":"1.2"}}"#,
                 "ab".repeat(32)
             )
         );
@@ -665,12 +756,27 @@ mod tests {
         .unwrap();
         s.prepared("r1", Ok(None), at(0));
         // The echo of the agent's own init is no change.
-        assert!(!s.on_update(&id, "restart", "r1", br#"{"status":"init"}"#, at(1)));
-        assert!(s.on_update(&id, "restart", "r1", br#"{"status":"executing"}"#, at(2)));
-        assert!(!s.on_update(&id, "restart", "r1", b"not json", at(2)));
-        assert!(!s.on_update(&id, "other", "r1", br#"{"status":"successful"}"#, at(2)));
-        assert!(s.on_update(&id, "restart", "r1", br#"{"status":"successful"}"#, at(3)));
-        assert!(!s.on_update(&id, "restart", "r1", br#"{"status":"executing"}"#, at(4)));
+        assert!(
+            !s.on_update(&id, "restart", "r1", br#"{"status":"init"}"#, at(1))
+                .0
+        );
+        assert!(
+            s.on_update(&id, "restart", "r1", br#"{"status":"executing"}"#, at(2))
+                .0
+        );
+        assert!(!s.on_update(&id, "restart", "r1", b"not json", at(2)).0);
+        assert!(
+            !s.on_update(&id, "other", "r1", br#"{"status":"successful"}"#, at(2))
+                .0
+        );
+        assert!(
+            s.on_update(&id, "restart", "r1", br#"{"status":"successful"}"#, at(3))
+                .0
+        );
+        assert!(
+            !s.on_update(&id, "restart", "r1", br#"{"status":"executing"}"#, at(4))
+                .0
+        );
         let statuses: Vec<&str> = s
             .get("r1")
             .unwrap()
@@ -690,6 +796,90 @@ mod tests {
             }]
         );
         assert_eq!(s.next_deadline(), None);
+    }
+
+    #[test]
+    fn a_child_cannot_move_an_operation_back_and_a_late_status_is_cleared_again() {
+        let mut s = store();
+        let id: EntityTopicId = "device/c//".parse().unwrap();
+        s.start(
+            new(r#"{"entity":"device/c//","operation":"restart","cmd_id":"r1"}"#),
+            &facts(&["restart"]),
+            at(0),
+        )
+        .unwrap();
+        s.prepared("r1", Ok(None), at(0));
+        assert!(
+            !s.on_update(&id, "restart", "r1", br#"{"status":"preparing"}"#, at(1))
+                .0
+        );
+        assert!(
+            s.on_update(&id, "restart", "r1", br#"{"status":"executing"}"#, at(1))
+                .0
+        );
+        assert!(
+            !s.on_update(&id, "restart", "r1", br#"{"status":"init"}"#, at(2))
+                .0
+        );
+        assert!(
+            s.on_update(&id, "restart", "r1", br#"{"status":"successful"}"#, at(3))
+                .0
+        );
+        assert_eq!(s.tick(at(63)).len(), 1, "cleared");
+        let (changed, actions) =
+            s.on_update(&id, "restart", "r1", br#"{"status":"successful"}"#, at(70));
+        assert!(!changed);
+        assert_eq!(
+            actions,
+            [Action::Publish {
+                topic: "te/device/c///cmd/restart/r1".into(),
+                payload: vec![],
+                retain: true
+            }]
+        );
+    }
+
+    #[test]
+    fn a_cancel_while_preparing_removes_the_file_linked_after_it_and_paths_are_plain() {
+        let mut s = store();
+        let op = s
+            .start(new(r#"{"entity":"device/c%41//","operation":"firmware_update","cmd_id":"k","url":"http://x/fw%2541.bin"}"#), &facts(&["firmware_update"]), at(0))
+            .unwrap();
+        assert_eq!(op.file.as_deref(), Some("c_41/firmware_update/fw_41.bin-k"));
+        assert_eq!(
+            op.tedge_url.as_deref(),
+            Some("http://gw:8000/te/v1/files/c_41/firmware_update/fw_41.bin-k")
+        );
+        s.cancel("k", at(1)).unwrap();
+        assert_eq!(
+            s.prepared("k", Ok(None), at(2)),
+            [Action::RemoveFile(
+                "c_41/firmware_update/fw_41.bin-k".into()
+            )]
+        );
+        // A preparation that takes longer than the timeout fails the operation.
+        s.start(new(r#"{"entity":"device/c//","operation":"firmware_update","cmd_id":"slow","url":"http://x/a","timeout_s":5}"#), &facts(&["firmware_update"]), at(0)).unwrap();
+        assert_eq!(s.next_deadline(), Some(at(5)));
+        assert!(s.tick(at(5)).is_empty(), "nothing was published");
+        assert_eq!(s.get("slow").unwrap().status, "failed");
+    }
+
+    #[test]
+    fn a_firmware_without_a_name_is_named_after_its_file_and_running_operations_are_capped() {
+        let mut s = store();
+        let op = s
+            .start(new(r#"{"entity":"device/c//","operation":"firmware_update","cmd_id":"f","url":"http://x/fw-2.bin"}"#), &facts(&["firmware_update"]), at(0))
+            .unwrap();
+        assert_eq!(op.payload.get("name"), Some(&Value::from("fw-2.bin")));
+        for i in 1..MAX_RUNNING {
+            let json = format!(r#"{{"entity":"device/c{i}//","operation":"restart"}}"#);
+            s.start(new(&json), &facts(&["restart"]), at(0)).unwrap();
+        }
+        let more = new(r#"{"entity":"device/x//","operation":"restart"}"#);
+        assert_eq!(
+            s.start(more, &facts(&["restart"]), at(0)),
+            Err(OpsError::TooMany(MAX_RUNNING))
+        );
     }
 
     #[test]
@@ -738,7 +928,7 @@ mod tests {
         assert_eq!(op.file.as_deref(), Some("c/config_snapshot/mosquitto-s1"));
         s.prepared("s1", Ok(None), at(0));
         let id: EntityTopicId = "device/c//".parse().unwrap();
-        s.on_update(
+        let _ = s.on_update(
             &id,
             "config_snapshot",
             "s1",

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::fetch::{Fetched, Fetcher};
@@ -16,6 +16,7 @@ use super::store::{Action, Facts, Filter, OpsError, OpsStore};
 use crate::files::digest::Sha256;
 use crate::files::{Store as FileStore, StorePath};
 use crate::mqtt::Publisher;
+use crate::readiness::Readiness;
 use crate::topic::EntityTopicId;
 use crate::twin::effects::Publication;
 use crate::twin::time::Timestamp;
@@ -91,8 +92,11 @@ impl OpsHandle {
 }
 
 /// A preparation's end: the file's SHA-256 and the download it came from, or why it could not
-/// be made available.
-type Prepared = (String, Result<(Option<String>, Option<Fetched>), String>);
+/// be made available (and the download, if there was one, for the cache to evict).
+type Prepared = (
+    String,
+    Result<(Option<String>, Option<Fetched>), (String, Option<Fetched>)>,
+);
 
 pub struct OpsTask {
     store: OpsStore,
@@ -154,7 +158,10 @@ impl OpsTask {
         }
     }
 
-    pub async fn run(mut self, stop: CancellationToken) {
+    /// Runs until `stop`. Timeouts wait for the twin's first sync on a connection
+    /// (`readiness`): a child's final status retained on the broker while the agent was away
+    /// must be read before the agent decides it never came.
+    pub async fn run(mut self, stop: CancellationToken, mut readiness: watch::Receiver<Readiness>) {
         // Downloads of a former run: whatever still needs one keeps it through its link in
         // the store, and an operation still being prepared downloads it again.
         let cache = self.fetcher.cache_dir().to_owned();
@@ -169,16 +176,30 @@ impl OpsTask {
         for op in preparing {
             self.prepare(&op);
         }
-        let due = self.store.tick(Timestamp::now());
-        self.carry_out(due).await;
+        let mut synced = readiness.borrow().is_ready();
         loop {
             let deadline = self.store.next_deadline().map(instant_of);
             tokio::select! {
                 () = stop.cancelled() => break,
+                changed = readiness.changed(), if !synced => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    synced = readiness.borrow().is_ready();
+                }
                 Some(request) = self.requests.recv() => self.on_request(request).await,
                 Some(update) = self.updates.recv() => {
                     let now = Timestamp::now();
-                    if self.store.on_update(&update.entity, &update.operation, &update.cmd_id, &update.payload, now) {
+                    let (changed, actions) = self.store.on_update(
+                        &update.entity,
+                        &update.operation,
+                        &update.cmd_id,
+                        &update.payload,
+                        now,
+                    );
+                    if !actions.is_empty() {
+                        self.carry_out(actions).await;
+                    } else if changed {
                         self.save().await;
                     }
                 }
@@ -190,15 +211,18 @@ impl OpsTask {
                             }
                             Ok(sha256)
                         }
-                        Err(reason) => {
+                        Err((reason, fetched)) => {
                             tracing::warn!(cmd_id, "operation failed before it started: {reason}");
+                            if let Some(fetched) = fetched {
+                                self.downloads.push((cmd_id.clone(), fetched));
+                            }
                             Err(reason)
                         }
                     };
                     let actions = self.store.prepared(&cmd_id, result, Timestamp::now());
                     self.carry_out(actions).await;
                 }
-                () = sleep_until(deadline) => {
+                () = sleep_until(deadline), if synced => {
                     let actions = self.store.tick(Timestamp::now());
                     self.carry_out(actions).await;
                 }
@@ -211,6 +235,22 @@ impl OpsTask {
         match request {
             Request::Start(new, facts, reply) => {
                 let source = new.source.clone();
+                if let Source::Stored(path) = &source {
+                    // Refused now, rather than failing once the operation has started.
+                    let files = self.files.clone();
+                    let wanted = path.clone();
+                    let exists = tokio::task::spawn_blocking(move || {
+                        StorePath::parse(&wanted)
+                            .ok()
+                            .is_some_and(|p| files.file_path(&p).is_ok())
+                    })
+                    .await
+                    .unwrap_or(false);
+                    if !exists {
+                        let _ = reply.send(Err(OpsError::FileNotFound(path.clone())));
+                        return;
+                    }
+                }
                 let result = self.store.start(new, &facts, now);
                 if let Ok(op) = &result {
                     tracing::info!(
@@ -316,11 +356,11 @@ impl OpsTask {
         for (_, fetched) in ended {
             if kept.iter().all(|(_, f)| f.path != fetched.path) {
                 if let Err(e) = self.fetcher.evict(&fetched) {
-                    tracing::warn!("{}", crate::bridge::plan::chain(&e));
+                    tracing::warn!("{}", crate::report::chain(&e));
                 }
             }
         }
-        self.downloads = kept;
+        self.downloads.extend(kept);
     }
 
     async fn save(&self) {
@@ -333,7 +373,7 @@ impl OpsTask {
         .await;
         match saved {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::error!("{}", crate::bridge::plan::chain(&e)),
+            Ok(Err(e)) => tracing::error!("{}", crate::report::chain(&e)),
             Err(e) => tracing::error!("saving the operations failed: {e}"),
         }
     }
@@ -347,13 +387,14 @@ async fn make_available(
     from_file: Option<String>,
     remote: Option<String>,
     expected: Option<String>,
-) -> Result<(Option<String>, Option<Fetched>), String> {
-    let dest = StorePath::parse(dest).map_err(|e| e.to_string())?;
+) -> Result<(Option<String>, Option<Fetched>), (String, Option<Fetched>)> {
+    let alone = |reason: String| (reason, None);
+    let dest = StorePath::parse(dest).map_err(|e| alone(e.to_string()))?;
     let mut in_place = false;
     let (source, digest, cached) = match (from_file, remote) {
         (Some(stored), _) => {
             let files = files.clone();
-            let path = StorePath::parse(&stored).map_err(|e| e.to_string())?;
+            let path = StorePath::parse(&stored).map_err(|e| alone(e.to_string()))?;
             // Uploaded for this command at the path it is served at (`op start --file`):
             // nothing to link (a link onto itself would leave its temp name behind).
             in_place = path.as_str() == dest.as_str();
@@ -363,25 +404,35 @@ async fn make_available(
                 Ok::<_, String>((full, open.digest, None))
             })
             .await
-            .map_err(|e| e.to_string())??
+            .map_err(|e| alone(e.to_string()))?
+            .map_err(alone)?
         }
         (None, Some(url)) => {
             let fetched = fetcher
                 .fetch(&url, expected.as_deref())
                 .await
-                .map_err(|e| crate::bridge::plan::chain(&e))?;
-            let digest: Sha256 = fetched
-                .sha256
-                .parse()
-                .map_err(|()| "the download's digest is not SHA-256".to_owned())?;
+                .map_err(|e| alone(crate::report::chain(&e)))?;
+            let digest: Sha256 = match fetched.sha256.parse() {
+                Ok(digest) => digest,
+                Err(()) => {
+                    return Err((
+                        "the download's digest is not SHA-256".to_owned(),
+                        Some(fetched),
+                    ))
+                }
+            };
             (fetched.path.clone(), digest, Some(fetched))
         }
         (None, None) => return Ok((None, None)),
     };
     if let Some(expected) = &expected {
         if digest.to_string() != *expected {
-            return Err(format!(
-                "sha256 mismatch: the file's SHA-256 is {digest}, the request announced {expected}"
+            return Err((
+                format!(
+                    "sha256 mismatch: the file's SHA-256 is {digest}, the request announced \
+                     {expected}"
+                ),
+                cached,
             ));
         }
     }
@@ -389,10 +440,18 @@ async fn make_available(
         return Ok((Some(digest.to_string()), None));
     }
     let files = files.clone();
-    tokio::task::spawn_blocking(move || files.link(&dest, &source, digest))
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
+    let linked = tokio::task::spawn_blocking(move || files.link(&dest, &source, digest)).await;
+    match linked {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(
+                "cannot serve an operation's file: {}",
+                crate::report::chain(&e)
+            );
+            return Err((e.to_string(), cached));
+        }
+        Err(e) => return Err((e.to_string(), cached)),
+    }
     // The cache keeps the download for the next child updated from the same URL; the link in
     // the store keeps the bytes for this one.
     Ok((Some(digest.to_string()), cached))
