@@ -65,11 +65,17 @@ impl Fixture {
     /// The real child runner for `device/child1//`, with one `--handler` per `op=command`;
     /// returns once the agent knows every capability.
     async fn child(&self, handlers: &[String]) -> Process {
-        let work = self.dir.path().join("work");
+        self.child_named("child1", handlers).await
+    }
+
+    /// The real child runner for `device/<name>//`.
+    async fn child_named(&self, name: &str, handlers: &[String]) -> Process {
+        let work = self.dir.path().join(format!("work-{name}"));
+        let entity = format!("device/{name}//");
         let mut args: Vec<String> = [
             "child",
             "--entity",
-            CHILD,
+            &entity,
             "--gateway-url",
             &self.agent.url(""),
             "--mqtt-host",
@@ -88,7 +94,7 @@ impl Fixture {
         let child = Process::spawn(&args, &[]);
         for handler in handlers {
             let op = handler.split_once('=').expect("op=command").0;
-            self.wait_capability(op).await;
+            self.wait_capability_of(name, op).await;
         }
         child
     }
@@ -111,7 +117,13 @@ impl Fixture {
     }
 
     async fn wait_capability(&self, op: &str) {
-        let url = self.agent.url("/te/v1/entities/device/child1///state");
+        self.wait_capability_of("child1", op).await;
+    }
+
+    async fn wait_capability_of(&self, name: &str, op: &str) {
+        let url = self
+            .agent
+            .url(&format!("/te/v1/entities/device/{name}///state"));
         let op = op.to_owned();
         http::get_until(&url, move |r| {
             r.status == 200 && r.json()["capabilities"].get(&op).is_some()
@@ -668,4 +680,60 @@ async fn usage_errors_exit_2_and_an_unreadable_configuration_64() {
         "{}",
         config.stderr
     );
+}
+
+#[tokio::test]
+async fn two_real_children_updated_from_one_remote_url_download_it_once_and_install_it() {
+    let fx = Fixture::start(Duration::from_secs(60)).await;
+    let image = bytes(300 * 1024, 11);
+    let sha = sha256_hex(&image);
+    let origin = common::origin::Origin::start(image.clone()).await;
+    let mut children = Vec::new();
+    for name in ["c1", "c2"] {
+        let install = format!(
+            "firmware_update=cp \"$EDGE_FILE\" {}",
+            fx.path(&format!("{name}.bin"))
+        );
+        children.push(fx.child_named(name, &[install]).await);
+    }
+    let url = origin.url();
+    let start = |name: &'static str| {
+        let entity = format!("device/{name}//");
+        let args = fx.args(&[
+            "start",
+            "firmware_update",
+            "--entity",
+            &entity,
+            "--url",
+            &url,
+            "--sha256",
+            &sha,
+            "--set",
+            "version=1.2",
+            "--wait",
+        ]);
+        async move { process::run(&args, &[]).await }
+    };
+    let (one, two) = tokio::join!(start("c1"), start("c2"));
+    for (name, done) in [("c1", one), ("c2", two)] {
+        assert_eq!(
+            done.code,
+            Some(0),
+            "{name}: {} {}",
+            done.stdout,
+            done.stderr
+        );
+        assert!(
+            done.stdout.ends_with("successful\n"),
+            "{name}: {}",
+            done.stdout
+        );
+        assert_eq!(
+            fx.read(&format!("{name}.bin")).as_deref(),
+            Some(&image[..]),
+            "{name}"
+        );
+    }
+    assert_eq!(origin.full_downloads(), 1, "{:?}", origin.requests());
+    drop(children);
 }
