@@ -27,6 +27,9 @@ mod tests {
     fn an_error_is_told_with_its_causes() {
         let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
         assert_eq!(chain(&Outer(io)), "cannot read /x: no such file");
-        assert_eq!(chain(&std::fmt::Error), "an error occurred when formatting an argument");
+        assert_eq!(
+            chain(&std::fmt::Error),
+            "an error occurred when formatting an argument"
+        );
     }
 }

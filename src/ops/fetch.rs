@@ -170,7 +170,9 @@ pub struct Fetcher(Arc<Inner>);
 struct Inner {
     dir: PathBuf,
     options: FetchOptions,
-    http: reqwest::Client,
+    /// Built at the first download: its root store (the system's CAs) costs memory an agent
+    /// that never downloads should not pay.
+    http: std::sync::OnceLock<reqwest::Client>,
     state: Mutex<State>,
 }
 
@@ -369,19 +371,10 @@ impl Fetcher {
                 }
             }
         }
-        // reqwest panics without a crypto provider; `main` installs ring, but a fetcher must
-        // not depend on that (a second install is refused, harmlessly).
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .read_timeout(options.idle_timeout)
-            .user_agent(concat!("edge-agent/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| FetchError::Client(Arc::new(e)))?;
         Ok(Fetcher(Arc::new(Inner {
             dir: cache_dir,
             options,
-            http,
+            http: std::sync::OnceLock::new(),
             state: Mutex::default(),
         })))
     }
@@ -618,7 +611,14 @@ impl Inner {
         let disk = |e| Failure::Fatal(cache_error("write a download", &self.dir, e));
         let limit = self.options.max_bytes;
         let too_large = || Failure::Fatal(FetchError::TooLarge { url: url(), limit });
-        let mut request = self.http.get(target.url.clone());
+        let http = match self.http.get() {
+            Some(http) => http,
+            None => {
+                let built = build_client(&self.options).map_err(Failure::Fatal)?;
+                self.http.get_or_init(|| built)
+            }
+        };
+        let mut request = http.get(target.url.clone());
         let offset = match &part.validator {
             Some(validator) if part.have > 0 => {
                 request = request
@@ -741,6 +741,19 @@ async fn blocking<T: Send + 'static>(
         .await
         .unwrap_or_else(|e| Err(io::Error::other(e)))
         .map_err(|e| cache_error(action, dir, e))
+}
+
+/// The HTTP client of the downloads.
+fn build_client(options: &FetchOptions) -> Result<reqwest::Client, FetchError> {
+    // reqwest panics without a crypto provider; `main` installs ring, but a fetcher must not
+    // depend on that (a second install is refused, harmlessly).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .read_timeout(options.idle_timeout)
+        .user_agent(concat!("edge-agent/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| FetchError::Client(Arc::new(e)))
 }
 
 #[cfg(test)]
