@@ -71,15 +71,8 @@ pub struct OpOptions {
     /// The agent's base URL, e.g. http://gateway:8000 [default: http.public_url of the configuration]
     #[arg(long, global = true, value_name = "BASE")]
     pub gateway_url: Option<Base>,
-    /// Trust only this CA (PEM) for an HTTPS agent, instead of the system's roots
-    #[arg(long, global = true, value_name = "PEM")]
-    pub ca_file: Option<PathBuf>,
-    /// A client certificate (PEM), for an agent that requires one; needs --key-file
-    #[arg(long, global = true, value_name = "PEM", requires = "key_file")]
-    pub cert_file: Option<PathBuf>,
-    /// The client certificate's private key (PEM); needs --cert-file
-    #[arg(long, global = true, value_name = "PEM", requires = "cert_file")]
-    pub key_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub tls: AgentTls,
 }
 
 #[derive(Debug, PartialEq, Eq, Subcommand)]
@@ -224,12 +217,9 @@ fn duration(text: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("{text:?} is not a duration like 30s, 10m or 1h"))
 }
 
-/// Where the agent is and how to trust it; accepted before or after the `files` action.
+/// How a client of the agent trusts it, and proves itself to it (`files`, `op`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Args)]
-pub struct FilesOptions {
-    /// The agent's base URL, e.g. http://gateway:8000 [default: http.public_url of the configuration]
-    #[arg(long, global = true, value_name = "BASE")]
-    pub url: Option<Base>,
+pub struct AgentTls {
     /// Trust only this CA (PEM) for an HTTPS agent, instead of the system's roots
     #[arg(long, global = true, value_name = "PEM")]
     pub ca_file: Option<PathBuf>,
@@ -239,6 +229,25 @@ pub struct FilesOptions {
     /// The client certificate's private key (PEM); needs --cert-file
     #[arg(long, global = true, value_name = "PEM", requires = "cert_file")]
     pub key_file: Option<PathBuf>,
+}
+
+impl AgentTls {
+    pub fn options(self) -> crate::client::TlsOptions {
+        crate::client::TlsOptions {
+            ca_file: self.ca_file,
+            identity: self.cert_file.zip(self.key_file),
+        }
+    }
+}
+
+/// Where the agent is and how to trust it; accepted before or after the `files` action.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Args)]
+pub struct FilesOptions {
+    /// The agent's base URL, e.g. http://gateway:8000 [default: http.public_url of the configuration]
+    #[arg(long, global = true, value_name = "BASE")]
+    pub url: Option<Base>,
+    #[command(flatten)]
+    pub tls: AgentTls,
 }
 
 /// REMOTE: a path in the agent's file store (child1/firmware_update/fw.bin) or a full
@@ -379,9 +388,11 @@ mod tests {
     fn files_options_go_before_or_after_the_action() {
         let expected = FilesOptions {
             url: Some("https://gw:8000".parse().unwrap()),
-            ca_file: Some("ca.pem".into()),
-            cert_file: Some("c.pem".into()),
-            key_file: Some("k.pem".into()),
+            tls: AgentTls {
+                ca_file: Some("ca.pem".into()),
+                cert_file: Some("c.pem".into()),
+                key_file: Some("k.pem".into()),
+            },
         };
         let (before, _) = files(&[
             "files",
@@ -614,9 +625,11 @@ mod tests {
     fn op_options_go_before_or_after_the_action() {
         let expected = OpOptions {
             gateway_url: Some("https://gw:8000".parse().unwrap()),
-            ca_file: Some("ca.pem".into()),
-            cert_file: Some("c.pem".into()),
-            key_file: Some("k.pem".into()),
+            tls: AgentTls {
+                ca_file: Some("ca.pem".into()),
+                cert_file: Some("c.pem".into()),
+                key_file: Some("k.pem".into()),
+            },
         };
         let options = [
             "--gateway-url",

@@ -20,7 +20,7 @@ use edge_agent::cli::{
     OpOptions, StartArgs,
 };
 use edge_agent::client::op::{render, End, Source, Start};
-use edge_agent::client::{self, Base, Client, TlsOptions};
+use edge_agent::client::{self, Base, Client};
 use edge_agent::config::{self, Config, LogFormat};
 use edge_agent::ops::store::Filter;
 
@@ -170,10 +170,7 @@ fn files(
         eprintln!("edge-agent: no base URL for {remote}");
         return ExitCode::from(EXIT_CONFIG);
     };
-    let tls = TlsOptions {
-        ca_file: options.ca_file,
-        identity: options.cert_file.zip(options.key_file),
-    };
+    let tls = options.tls.options();
     let outcome = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -220,10 +217,7 @@ fn op(
             }
         },
     };
-    let tls = TlsOptions {
-        ca_file: options.ca_file,
-        identity: options.cert_file.zip(options.key_file),
-    };
+    let tls = options.tls.options();
     let outcome = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
