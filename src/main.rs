@@ -20,7 +20,7 @@ use edge_agent::cli::{
     OpOptions, StartArgs,
 };
 use edge_agent::client::op::{render, End, Source, Start};
-use edge_agent::client::{self, Base, Client};
+use edge_agent::client::{self, Base, Client, TlsOptions};
 use edge_agent::config::{self, Config, LogFormat};
 use edge_agent::ops::store::Filter;
 
@@ -170,23 +170,13 @@ fn files(
         eprintln!("edge-agent: no base URL for {remote}");
         return ExitCode::from(EXIT_CONFIG);
     };
-    let tls = options.tls.options();
-    let outcome = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")
-        .and_then(|runtime| {
-            runtime.block_on(async {
-                // Before the client is built: rustls needs exactly one crypto provider.
-                let _ = rustls::crypto::ring::default_provider().install_default();
-                let client = Client::new(&tls, client::Style::detect())?;
-                Ok(match action {
-                    FilesAction::Put { local, .. } => client.put(&local, &url).await?.to_string(),
-                    FilesAction::Get { local, .. } => client.get(&url, &local).await?.to_string(),
-                    FilesAction::Rm { .. } => client.rm(&url).await?.to_string(),
-                })
-            })
-        });
+    let outcome = with_client(options.tls.options(), |client| async move {
+        Ok(match action {
+            FilesAction::Put { local, .. } => client.put(&local, &url).await?.to_string(),
+            FilesAction::Get { local, .. } => client.get(&url, &local).await?.to_string(),
+            FilesAction::Rm { .. } => client.rm(&url).await?.to_string(),
+        })
+    });
     match outcome {
         Ok(line) => {
             println!("{line}");
@@ -217,19 +207,9 @@ fn op(
             }
         },
     };
-    let tls = options.tls.options();
-    let outcome = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")
-        .and_then(|runtime| {
-            runtime.block_on(async {
-                // Before the client is built: rustls needs exactly one crypto provider.
-                let _ = rustls::crypto::ring::default_provider().install_default();
-                let client = Client::new(&tls, client::Style::detect())?;
-                op_action(&client, &base, action).await
-            })
-        });
+    let outcome = with_client(options.tls.options(), |client| async move {
+        op_action(&client, &base, action).await
+    });
     match outcome {
         Ok(code) => ExitCode::from(code),
         Err(error) => {
@@ -237,6 +217,24 @@ fn op(
             ExitCode::FAILURE
         }
     }
+}
+
+/// Runs `work` with a client of the agent (`files`, `op`), on a current-thread runtime.
+fn with_client<T, F, Fut>(tls: TlsOptions, work: F) -> anyhow::Result<T>
+where
+    F: FnOnce(Client) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        // Before the client is built: rustls needs exactly one crypto provider.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = Client::new(&tls, client::Style::detect())?;
+        work(client).await
+    })
 }
 
 /// Runs one `op` action, printing its result on stdout; the exit code.

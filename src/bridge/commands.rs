@@ -158,8 +158,8 @@ pub async fn validate(
 
 /// `bridge inspect NAME`.
 pub fn inspect(config: &Config, name: &str, io: &mut Out<'_>) -> u8 {
-    let cloud = match plan::select(config, Some(name)) {
-        Ok(clouds) => clouds[0],
+    let cloud = match plan::cloud(config, name) {
+        Ok(cloud) => cloud,
         Err(found) => return io.problems(&[found]),
     };
     let rules = rules::rules(cloud, &config.mqtt.topic_root);
@@ -177,8 +177,8 @@ pub fn route(config: &Config, name: &str, topic: &str, io: &mut Out<'_>) -> u8 {
         ));
         return EXIT_PROBLEM;
     }
-    let cloud = match plan::select(config, Some(name)) {
-        Ok(clouds) => clouds[0],
+    let cloud = match plan::cloud(config, name) {
+        Ok(cloud) => cloud,
         Err(found) => return io.problems(&[found]),
     };
     let rules = rules::rules(cloud, &config.mqtt.topic_root);

@@ -27,22 +27,30 @@ pub struct Plan {
     pub complete: bool,
 }
 
-/// The clouds of `config` selected by `only` (a cloud name), or an error naming the key.
+/// The clouds of `config` selected by `only`, or an error naming the key.
 pub fn select<'c>(config: &'c Config, only: Option<&str>) -> Result<Vec<&'c CloudConfig>, Finding> {
-    let clouds = &config.bridge.clouds;
     match only {
-        None => Ok(clouds.iter().collect()),
-        Some(name) => match clouds.iter().find(|c| c.name == name) {
-            Some(cloud) => Ok(vec![cloud]),
-            None => Err(Finding::new(
+        None => Ok(config.bridge.clouds.iter().collect()),
+        Some(name) => cloud(config, name).map(|c| vec![c]),
+    }
+}
+
+/// The cloud named `name`, or an error naming the key and the configured names.
+pub fn cloud<'c>(config: &'c Config, name: &str) -> Result<&'c CloudConfig, Finding> {
+    config
+        .bridge
+        .clouds
+        .iter()
+        .find(|c| c.name == name)
+        .ok_or_else(|| {
+            Finding::new(
                 "bridge.clouds",
                 format!(
                     "no cloud is named {name:?} (configured: {})",
                     names(config).unwrap_or_else(|| "none".into())
                 ),
-            )),
-        },
-    }
+            )
+        })
 }
 
 fn names(config: &Config) -> Option<String> {
