@@ -19,8 +19,6 @@ use serde_json::{Map, Value};
 use crate::client::remote::FILES_ROUTE;
 use crate::files::digest::Sha256;
 
-/// Operations whose handler produces a file that the child PUTs to `tedgeUrl`.
-pub const UPLOAD_OPS: [&str; 2] = ["config_snapshot", "log_upload"];
 /// Download-type operations that make no sense without a file: `tedgeUrl` is required.
 pub const FILE_OPS: [&str; 2] = ["firmware_update", "config_update"];
 /// The name of a downloaded file whose URL gives none usable.
@@ -117,10 +115,7 @@ pub struct Download {
     pub file_name: String,
 }
 
-/// Whether `op` uploads a file rather than downloading one.
-pub fn is_upload(op: &str) -> bool {
-    UPLOAD_OPS.contains(&op)
-}
+pub use crate::ops::model::is_upload;
 
 /// The plan of an `op` command with `payload`, its URLs resolved against `gateway`; a refusal
 /// reason for a command that cannot run (no `tedgeUrl` where one is needed, a bad URL or digest).

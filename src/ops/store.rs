@@ -576,7 +576,7 @@ pub fn device_name(entity: &EntityTopicId) -> String {
 /// A file-store path segment made of plain characters only (others become `_`), so that the
 /// path, its URL and the file on disk are one and the same, never decoded twice; at most 100
 /// bytes, and never `.` or `..`.
-fn safe_segment(name: &str) -> String {
+pub fn safe_segment(name: &str) -> String {
     let mut safe: String = name
         .chars()
         .map(|c| match c {

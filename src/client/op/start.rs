@@ -23,7 +23,7 @@ use super::{OpError, OPERATIONS_ROUTE};
 use crate::client::{Base, Client, ClientError, PutOptions};
 use crate::files::digest::Sha256;
 use crate::ops::model::{Operation, MAX_CMD_ID};
-use crate::ops::store::device_name;
+use crate::ops::store::{device_name, safe_segment};
 use crate::topic::EntityTopicId;
 
 /// What `op start` was asked for.
@@ -123,22 +123,17 @@ pub fn new_cmd_id(unix_ms: i64, random: [u8; 2]) -> String {
 /// Where a local file is uploaded for `cmd_id`: `<device>/<op>/<name>-<cmd_id>`, `<name>` being
 /// the local file's name with anything but letters, digits, `-`, `_`, `.` and `~` made `_`.
 pub fn upload_path(entity: &EntityTopicId, operation: &str, local: &Path, cmd_id: &str) -> String {
-    let name: String = local
+    // The agent's own rules, so that it finds the file where it would serve it.
+    let name = local
         .file_name()
-        .map(|n| n.to_string_lossy())
-        .unwrap_or_default()
-        .chars()
-        .map(|c| match c {
-            'a'..='z' | 'A'..='Z' | '0'..='9' | '-' | '_' | '.' | '~' => c,
-            _ => '_',
-        })
-        .collect();
-    let name = if name.is_empty() || name == "." || name == ".." {
-        "file".to_owned()
-    } else {
-        name
-    };
-    format!("{}/{operation}/{name}-{cmd_id}", device_name(entity))
+        .map(|n| safe_segment(&n.to_string_lossy()))
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| "file".to_owned());
+    format!(
+        "{}/{}/{name}-{cmd_id}",
+        safe_segment(&device_name(entity)),
+        safe_segment(operation)
+    )
 }
 
 /// `timeout_s`: whole seconds, rounded up, at least one.
