@@ -73,27 +73,13 @@ impl Fixture {
     /// Spawns `edge-agent child` for `device/c1//` against this broker and agent, with one
     /// `--handler` per `op=command` and `options` after them.
     fn spawn_child(&self, handlers: &[String], options: &[&str]) -> Process {
-        let work = self.dir.path().join("work");
-        let mut args: Vec<String> = [
-            "child",
-            "--entity",
+        let mut args = process::child_args(
             "device/c1//",
-            "--gateway-url",
             &self.agent.url(""),
-            "--mqtt-host",
-            "127.0.0.1",
-            "--mqtt-port",
-            &self.broker.port().to_string(),
-            "--work-dir",
-            &work.display().to_string(),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        for handler in handlers {
-            args.push("--handler".into());
-            args.push(handler.clone());
-        }
+            self.broker.port(),
+            &self.dir.path().join("work"),
+            handlers,
+        );
         args.extend(options.iter().map(|s| s.to_string()));
         Process::spawn(&args, &[])
     }

@@ -70,27 +70,13 @@ impl Fixture {
 
     /// The real child runner for `device/<name>//`.
     async fn child_named(&self, name: &str, handlers: &[String]) -> Process {
-        let work = self.dir.path().join(format!("work-{name}"));
-        let entity = format!("device/{name}//");
-        let mut args: Vec<String> = [
-            "child",
-            "--entity",
-            &entity,
-            "--gateway-url",
+        let args = process::child_args(
+            &format!("device/{name}//"),
             &self.agent.url(""),
-            "--mqtt-host",
-            "127.0.0.1",
-            "--mqtt-port",
-            &self.broker.port().to_string(),
-            "--work-dir",
-            &work.display().to_string(),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        for handler in handlers {
-            args.extend(["--handler".to_owned(), handler.clone()]);
-        }
+            self.broker.port(),
+            &self.dir.path().join(format!("work-{name}")),
+            handlers,
+        );
         let child = Process::spawn(&args, &[]);
         for handler in handlers {
             let op = handler.split_once('=').expect("op=command").0;

@@ -169,6 +169,37 @@ pub struct Finished {
     pub stderr: String,
 }
 
+/// The arguments of `edge-agent child` for `entity`, against the agent at `gateway_url` and the
+/// broker on `mqtt_port`, working in `work_dir`, with one `--handler` per `op=command`.
+pub fn child_args(
+    entity: &str,
+    gateway_url: &str,
+    mqtt_port: u16,
+    work_dir: &Path,
+    handlers: &[String],
+) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "child",
+        "--entity",
+        entity,
+        "--gateway-url",
+        gateway_url,
+        "--mqtt-host",
+        "127.0.0.1",
+        "--mqtt-port",
+        &mqtt_port.to_string(),
+        "--work-dir",
+        &work_dir.display().to_string(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    for handler in handlers {
+        args.extend(["--handler".to_owned(), handler.clone()]);
+    }
+    args
+}
+
 /// Runs `edge-agent <args>` to its end (at most [`EXIT_TIMEOUT`]).
 pub async fn run<S: AsRef<OsStr>>(args: &[S], env: &[(&str, &str)]) -> Finished {
     let mut process = Process::spawn(args, env);
