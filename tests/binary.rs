@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::agent::AGENT_HEALTH;
+use common::agent::{AGENT_HEALTH, AGENT_HEALTH_CHECK};
 use common::mosquitto::Broker;
 use common::mqtt::{retained, TestClient};
 use common::process::{self, topic_ids, AgentProcess, AgentSetup};
@@ -810,5 +810,52 @@ fn assert_same<T: Ord + std::fmt::Debug>(what: &str, actual: &BTreeSet<T>, expec
         "{what}: {} expected, {} found; missing (first 20): {missing:?}; unexpected (first 20): {extra:?}",
         expected.len(),
         actual.len()
+    );
+}
+
+/// Issue #7 "Metrics and logs": a flood of bad messages from many devices costs one log line per
+/// reason kind per minute, with the count of those left out, while each device still hears
+/// about its own mistake on `te/errors`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_bad_messages_costs_one_log_line_per_kind() {
+    let broker = Broker::start().await;
+    let setup = AgentSetup::new(broker.port());
+    let agent = setup.start().await;
+    agent.wait_ready(READY_WITHIN).await;
+    let client = TestClient::connect(broker.port()).await;
+    client.subscribe("te/errors").await;
+    for i in 0..200 {
+        client
+            .publish(&format!("te/device/flood{i}///m/env"), "not json", false)
+            .await;
+    }
+    // The barrier: the agent answers a health check after the messages before it.
+    let probe = TestClient::connect(broker.port()).await;
+    probe.subscribe(AGENT_HEALTH).await;
+    probe.publish(AGENT_HEALTH_CHECK, "", false).await;
+    probe
+        .expect_message("the agent's answer to a health check", |m| {
+            !m.retain && String::from_utf8_lossy(&m.payload).contains(r#""status":"up""#)
+        })
+        .await;
+    let reports = client.collect_until_marker().await;
+    let stderr = agent.process.stderr();
+    let rejected: Vec<&str> = stderr.lines().filter(|l| l.contains("rejected:")).collect();
+    assert_eq!(rejected.len(), 1, "{rejected:#?}");
+    assert!(
+        rejected[0].contains("(0 more measurement rejections since the last line)"),
+        "{}",
+        rejected[0]
+    );
+    // te/errors: 10 per second at most (spec/twin.md §9), the first for flood0.
+    assert!(
+        !reports.is_empty() && reports.len() <= 10,
+        "{}",
+        reports.len()
+    );
+    assert!(
+        String::from_utf8_lossy(&reports[0].payload).starts_with("te/device/flood0///m/env: "),
+        "{:?}",
+        reports[0]
     );
 }

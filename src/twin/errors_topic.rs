@@ -1,6 +1,10 @@
 //! Rate limiting of rejected-input reports (spec/twin.md §2.6, §9): at most one `<root>/errors`
-//! message and one log line per minute per (reason kind, topic id), and 10 messages per second
-//! overall; suppressed reports are counted and the count is logged with the next line.
+//! message per minute per (reason kind, topic id), and 10 messages per second overall.
+//!
+//! The log has a limit of its own ([`LogLimiter`], issue #7): one line per minute per reason
+//! kind, whatever the entity, carrying how many rejections of that kind went unlogged since the
+//! line before. The kinds are a fixed set, so a flood of bad messages from any number of devices
+//! costs a few lines per minute.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -56,9 +60,59 @@ impl RateLimiter {
     }
 }
 
+/// See the module doc.
+#[derive(Debug, Default)]
+pub struct LogLimiter {
+    /// Kind → when its last line was written, and the rejections unlogged since.
+    last: HashMap<&'static str, (Instant, u64)>,
+}
+
+impl LogLimiter {
+    /// `Some(unlogged since the previous line)` when a line for `kind` may be written now.
+    pub fn allow(&mut self, kind: &'static str, now: Instant) -> Option<u64> {
+        match self.last.get_mut(kind) {
+            Some((at, unlogged)) if now.duration_since(*at) < PER_KEY => {
+                *unlogged += 1;
+                None
+            }
+            Some((at, unlogged)) => {
+                *at = now;
+                Some(std::mem::take(unlogged))
+            }
+            None => {
+                self.last.insert(kind, (now, 0));
+                Some(0)
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_log_line_per_minute_per_kind_with_the_count_of_those_left_out() {
+        let mut log = LogLimiter::default();
+        let t0 = Instant::now();
+        assert_eq!(log.allow("measurement", t0), Some(0));
+        for i in 0..1000 {
+            assert_eq!(
+                log.allow("measurement", t0 + Duration::from_millis(i)),
+                None
+            );
+        }
+        assert_eq!(log.allow("registration", t0), Some(0));
+        assert_eq!(
+            log.allow("measurement", t0 + Duration::from_secs(60)),
+            Some(1000)
+        );
+        assert_eq!(log.allow("measurement", t0 + Duration::from_secs(61)), None);
+        assert_eq!(
+            log.allow("measurement", t0 + Duration::from_secs(120)),
+            Some(1)
+        );
+    }
 
     #[test]
     fn one_report_per_minute_per_kind_and_entity() {

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use super::api::Reply;
 use super::effects::{Effects, Publication, Rejection};
 use super::error::TwinError;
-use super::errors_topic::RateLimiter;
+use super::errors_topic::{LogLimiter, RateLimiter};
 use super::persist::Persist;
 use super::store::{Durability, Store};
 use super::time::Timestamp;
@@ -56,6 +56,7 @@ struct Runner {
     publisher: Publisher,
     readiness: watch::Sender<Readiness>,
     limiter: RateLimiter,
+    log_limiter: LogLimiter,
     marker_deadline: Option<tokio::time::Instant>,
     persist_errors: u64,
     last_persist_log: Option<Instant>,
@@ -88,6 +89,7 @@ impl TwinTask {
             publisher,
             readiness,
             limiter: RateLimiter::default(),
+            log_limiter: LogLimiter::default(),
             marker_deadline: None,
             persist_errors: 0,
             last_persist_log: None,
@@ -285,20 +287,26 @@ impl Runner {
         }
     }
 
-    /// Logs a rejection and, when reportable, publishes it on `<root>/errors`, rate limited.
+    /// Logs a rejection and, when reportable, publishes it on `<root>/errors`, each rate limited
+    /// in its own way (`errors_topic`).
     fn report(&mut self, rejection: Rejection) {
+        let now = Instant::now();
+        if let Some(unlogged) = self.log_limiter.allow(rejection.kind, now) {
+            tracing::warn!(
+                kind = rejection.kind,
+                topic = rejection.topic,
+                unlogged,
+                "rejected: {} ({unlogged} more {} rejections since the last line)",
+                rejection.reason,
+                rejection.kind
+            );
+        }
         if !self
             .limiter
-            .allow(rejection.kind, rejection.id.as_ref(), Instant::now())
+            .allow(rejection.kind, rejection.id.as_ref(), now)
         {
             return;
         }
-        tracing::warn!(
-            topic = rejection.topic,
-            suppressed = self.limiter.suppressed,
-            "rejected: {}",
-            rejection.reason
-        );
         if rejection.report {
             let topic = format!("{}/errors", self.store.config().root);
             let text = format!("{}: {}", rejection.topic, rejection.reason);
