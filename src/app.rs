@@ -8,13 +8,15 @@
 //!    ([`start_following`]), the bridges' task, which renders them and re-renders on change.
 //!
 //! Shutdown: stop HTTP, let the twin flush and publish its `down` health, disconnect, all within
-//! a grace period. [`start`] returns a handle with every bound address so tests run in-process.
+//! a grace period. [`start`] returns a handle with every bound address so tests run in-process;
+//! the handle also answers what a service manager asks while the agent runs (`crate::service`):
+//! is the twin alive, reload the configuration.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -24,6 +26,9 @@ use crate::files::{OpenError, Store as FileStore};
 use crate::http::tls::{self, TlsError};
 use crate::mqtt::{self, Connection, MqttError};
 use crate::readiness::{self, Readiness};
+use crate::topic::EntityTopicId;
+use crate::twin::api::Query;
+use crate::twin::error::TwinError;
 use crate::twin::persist::{Persist, PersistError};
 use crate::twin::store::{LoadError, Store, StoreConfig};
 use crate::twin::task::TwinTask;
@@ -75,6 +80,10 @@ pub struct Agent {
     twin: JoinHandle<()>,
     mqtt: JoinHandle<()>,
     bridges: Option<JoinHandle<()>>,
+    /// Asks the bridges' task to read the configuration again; it answers when done.
+    reloads: Option<mpsc::Sender<oneshot::Sender<()>>>,
+    twin_handle: TwinHandle,
+    main_device: EntityTopicId,
     ops: JoinHandle<()>,
     ops_stop: CancellationToken,
 }
@@ -203,14 +212,20 @@ pub async fn start_following(
     );
     let ops_stop = CancellationToken::new();
     let ops = tokio::spawn(ops_task.run(ops_stop.clone(), readiness_rx.clone()));
-    let bridges = source.map(|source| {
-        tokio::spawn(crate::bridge::watch::run(
-            source,
-            config.clone(),
-            publisher.clone(),
-            http_stop.clone(),
-        ))
-    });
+    let (bridges, reloads) = match source {
+        Some(source) => {
+            let (reloads, requests) = mpsc::channel(1);
+            let task = tokio::spawn(crate::bridge::watch::run(
+                source,
+                config.clone(),
+                publisher.clone(),
+                requests,
+                http_stop.clone(),
+            ));
+            (Some(task), Some(reloads))
+        }
+        None => (None, None),
+    };
     let (acks_tx, acks_rx) = mpsc::unbounded_channel();
     let mqtt_stop = CancellationToken::new();
     let mqtt = tokio::spawn(connection.run(input_tx, acks_tx, mqtt_stop.clone()));
@@ -238,6 +253,9 @@ pub async fn start_following(
         twin,
         mqtt,
         bridges,
+        reloads,
+        twin_handle: handle,
+        main_device: config.twin.main_device.clone(),
         ops,
         ops_stop,
     })
@@ -255,6 +273,37 @@ impl Agent {
 
     pub fn readiness(&self) -> Readiness {
         self.readiness.borrow().clone()
+    }
+
+    /// The readiness, to follow its changes.
+    pub fn readiness_changes(&self) -> watch::Receiver<Readiness> {
+        self.readiness.clone()
+    }
+
+    /// Whether the twin's owner task answers a query within `within`: what the service
+    /// manager's watchdog is fed on. A refusal is an answer; only silence is not.
+    pub async fn alive(&self, within: Duration) -> bool {
+        let query = self
+            .twin_handle
+            .query(Query::Entity(self.main_device.clone()));
+        match tokio::time::timeout(within, query).await {
+            Ok(Err(TwinError::Unavailable)) | Err(_) => false,
+            Ok(_) => true,
+        }
+    }
+
+    /// Reads the configuration file again and applies what can change while running (the
+    /// bridges), as a change of the file would; returns when that is done. Without a file to
+    /// follow ([`start`]), there is nothing to read.
+    pub async fn reload(&self) {
+        let Some(reloads) = &self.reloads else {
+            tracing::info!("no configuration file is followed: nothing to reload");
+            return;
+        };
+        let (done, finished) = oneshot::channel();
+        if reloads.send(done).await.is_ok() {
+            let _ = finished.await;
+        }
     }
 
     /// Graceful shutdown (§8); true when every step finished within the grace period.

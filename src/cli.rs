@@ -61,6 +61,38 @@ pub enum Command {
         #[command(subcommand)]
         action: OpAction,
     },
+    /// Ask a running agent whether it is ready (GET /readyz; with --live, alive: /healthz): exit 0
+    /// when it is, 1 otherwise, with its answer on stdout. For container and monitoring health
+    /// checks
+    Health(HealthArgs),
+    /// Print the completion script for SHELL on stdout (bash, zsh, fish, elvish, powershell)
+    Completions {
+        #[arg(value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page edge-agent(1), in roff, on stdout; with --dir, write it and a page
+    /// per command (edge-agent-run.1, edge-agent-bridge-render.1, ...) into DIR
+    Man {
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
+}
+
+/// `health`: which agent, which probe.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Args)]
+pub struct HealthArgs {
+    /// The agent's base URL [default: the configuration's http.bind on the loopback interface,
+    /// or http.public_url when the agent speaks HTTPS]
+    #[arg(long, value_name = "BASE")]
+    pub url: Option<Base>,
+    /// Ask whether the agent is alive (/healthz) rather than ready (/readyz)
+    #[arg(long)]
+    pub live: bool,
+    /// How long to wait for the answer
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = duration)]
+    pub timeout: Duration,
+    #[command(flatten)]
+    pub tls: AgentTls,
 }
 
 /// Where the agent is and how to trust it; accepted before or after the `op` action. The

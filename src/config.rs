@@ -131,6 +131,25 @@ pub struct HttpConfig {
     pub tls: Option<HttpTlsConfig>,
 }
 
+impl HttpConfig {
+    /// Where a client on this machine reaches the agent (`edge-agent health`): the bound address,
+    /// with the loopback address in place of an unspecified one (0.0.0.0, [::]). With TLS,
+    /// `public_url`: the server's certificate names the host, not an address.
+    pub fn local_url(&self) -> String {
+        if self.tls.is_some() {
+            return self.public_url.clone();
+        }
+        let mut addr = self.bind;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(match addr {
+                SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+            });
+        }
+        format!("http://{addr}")
+    }
+}
+
 /// The HTTP server's certificate, and the CA its clients' certificates must chain to.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HttpTlsConfig {

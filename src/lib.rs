@@ -4,8 +4,11 @@
 //! # Layout
 //! - [`config`]: the YAML configuration, from raw file and environment to a validated [`config::Config`].
 //! - [`cli`]: the command line (clap).
+//! - [`manual`]: completion scripts and manual pages, generated from the command line.
 //! - [`bridge`]: the Mosquitto bridge files for the clouds: render, prove, keep in step.
 //! - [`app`]: wiring: bind sockets, load state, spawn the tasks, shut down with a grace period.
+//! - [`service`]: `run` under a service manager: signals (SIGHUP reloads) and systemd's notify
+//!   protocol (ready, status, watchdog, reloading, stopping).
 //! - [`topic`]: the `te/` topic grammar: entity topic ids and channels.
 //! - [`twin`]: the digital twin: model, payload parsers, the synchronous store, persistence and
 //!   the task that owns them.
@@ -14,7 +17,7 @@
 //! - [`files`]: the file transfer store: safe paths, atomic uploads, digests, ranges, quota.
 //! - [`client`]: the `files` commands' client of the file transfer service: upload, resumable
 //!   and verified download, delete, progress; and the `op` commands' client of the operations
-//!   API: start (uploading a local file), follow, list, show, cancel, fetch.
+//!   API: start (uploading a local file), follow, list, show, cancel, fetch; `health`'s probe.
 //! - [`http`]: the warp server on its own accept loop (HTTP/1.1, optional TLS): the entity API,
 //!   our extensions, health and readiness.
 //! - [`report`]: an error and its causes on one line.
@@ -31,9 +34,11 @@ pub mod client;
 pub mod config;
 pub mod files;
 pub mod http;
+pub mod manual;
 pub mod mqtt;
 pub mod ops;
 pub mod readiness;
 pub mod report;
+pub mod service;
 pub mod topic;
 pub mod twin;

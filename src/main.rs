@@ -16,12 +16,14 @@ use clap::Parser;
 use edge_agent::bridge::commands;
 use edge_agent::bridge::watch::ConfigSource;
 use edge_agent::cli::{
-    BridgeAction, ChildArgs, Cli, Command, ConfigAction, FilesAction, FilesOptions, OpAction,
-    OpOptions, StartArgs,
+    BridgeAction, ChildArgs, Cli, Command, ConfigAction, FilesAction, FilesOptions, HealthArgs,
+    OpAction, OpOptions, StartArgs,
 };
+use edge_agent::client::health::Probe;
 use edge_agent::client::op::{render, End, Source, Start};
 use edge_agent::client::{self, Base, Client, TlsOptions};
 use edge_agent::config::{self, Config, LogFormat};
+use edge_agent::manual;
 use edge_agent::ops::store::Filter;
 
 const EXIT_CONFIG: u8 = 64;
@@ -35,7 +37,25 @@ fn main() -> ExitCode {
         print!("{}", config::DEFAULT_YAML);
         return ExitCode::SUCCESS;
     }
+    match cli.command {
+        Command::Completions { shell } => {
+            let written = manual::completions(shell, &mut std::io::stdout().lock());
+            return written_or_failed(written, "the completion script");
+        }
+        Command::Man { dir: None } => {
+            let written = manual::page(&mut std::io::stdout().lock());
+            return written_or_failed(written, "the manual page");
+        }
+        Command::Man { dir: Some(dir) } => {
+            let written = manual::pages(&dir);
+            return written_or_failed(written, &format!("the manual pages in {}", dir.display()));
+        }
+        _ => {}
+    }
     let env: Vec<(String, String)> = std::env::vars().collect();
+    if let Command::Health(args) = cli.command {
+        return health(cli.config.as_deref(), &env, args);
+    }
     if let Command::Files { options, action } = cli.command {
         return files(cli.config.as_deref(), &env, options, action);
     }
@@ -58,7 +78,12 @@ fn main() -> ExitCode {
             print!("{}", config.to_yaml_masked());
             ExitCode::SUCCESS
         }
-        Command::Files { .. } | Command::Child(_) | Command::Op { .. } => {
+        Command::Files { .. }
+        | Command::Child(_)
+        | Command::Op { .. }
+        | Command::Health(_)
+        | Command::Completions { .. }
+        | Command::Man { .. } => {
             unreachable!("handled before the configuration is loaded")
         }
         Command::Bridge { action } => {
@@ -92,7 +117,7 @@ fn run(config: Config, path: std::path::PathBuf, env: Vec<(String, String)>) -> 
         let agent = edge_agent::app::start_following(config, Some(source))
             .await
             .context("cannot start")?;
-        shutdown_signal().await;
+        edge_agent::service::supervise(&agent).await;
         tracing::info!("shutting down");
         let graceful = agent.shutdown().await;
         if graceful {
@@ -356,6 +381,55 @@ fn child(args: ChildArgs) -> ExitCode {
         }
         Err(error) => {
             tracing::error!("{error:#}");
+            eprintln!("edge-agent: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `completions`, `man`: 0, or 1 with the reason.
+fn written_or_failed(written: std::io::Result<()>, what: &str) -> ExitCode {
+    match written {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("edge-agent: cannot write {what}: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `health`: 0 and the agent's answer when it is ready (or alive, with `--live`), 1 otherwise;
+/// the configuration is read only when no `--url` is given.
+fn health(config_path: Option<&Path>, env: &[(String, String)], args: HealthArgs) -> ExitCode {
+    let base = match args.url {
+        Some(base) => base,
+        None => {
+            let local = config::load(config_path, env)
+                .map_err(anyhow::Error::new)
+                .and_then(|config| {
+                    let url = config.http.local_url();
+                    url.parse::<Base>()
+                        .with_context(|| format!("invalid agent URL {url:?}"))
+                });
+            match local {
+                Ok(base) => base,
+                Err(error) => {
+                    eprintln!("edge-agent: {error:#}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            }
+        }
+    };
+    let probe = if args.live { Probe::Live } else { Probe::Ready };
+    let outcome = with_client(args.tls.options(), |client| async move {
+        Ok(client.health(&base, probe, args.timeout).await?)
+    });
+    match outcome {
+        Ok(body) => {
+            println!("{}", body.trim_end());
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
             eprintln!("edge-agent: {error:#}");
             ExitCode::FAILURE
         }

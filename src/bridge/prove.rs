@@ -278,7 +278,9 @@ async fn run_once(
     deadline: Instant,
     timeout: Duration,
 ) -> Result<Outcome, ProveError> {
-    let mut child = Command::new(bin)
+    let mut command = Command::new(bin);
+    crate::service::unmanaged(command.as_std_mut());
+    let mut child = command
         .arg("-c")
         .arg(conf)
         .stdin(Stdio::null())

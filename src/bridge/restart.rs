@@ -41,7 +41,9 @@ pub async fn run(argv: &[String]) -> Result<(), RestartError> {
         return Ok(());
     };
     let command = argv.join(" ");
-    let mut child = tokio::process::Command::new(program)
+    let mut process = tokio::process::Command::new(program);
+    crate::service::unmanaged(process.as_std_mut());
+    let mut child = process
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

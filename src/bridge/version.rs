@@ -112,7 +112,7 @@ pub enum VersionError {
 /// Runs `<bin> -h` (which exits with status 3 after printing its usage) and reads the version.
 /// Blocking: call it from a blocking thread in async code.
 pub fn detect(bin: &Path) -> Result<Version, VersionError> {
-    let mut child = Command::new(locate(bin))
+    let mut child = crate::service::unmanaged(&mut Command::new(locate(bin)))
         .arg("-h")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -7,7 +7,8 @@
 //! once, never more than once per [`restart::MIN_INTERVAL`]; an invalid change (a config problem,
 //! a bridge check that fails, or files the installed mosquitto refuses) keeps the running configuration, and each problem is logged and
 //! published on `<root>/errors`. Other sections change only when the agent restarts; a change
-//! to them is logged as such.
+//! to them is logged as such. A reload request (SIGHUP, `systemctl reload`) reads the file
+//! again the same way, whether or not a change was seen, and is answered when it is applied.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -15,7 +16,7 @@ use std::time::Duration;
 use notify::event::ModifyKind;
 use notify::{EventKind, RecursiveMode};
 use notify_debouncer_full::{new_debouncer, DebounceEventResult};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -44,11 +45,13 @@ pub struct ConfigSource {
     pub env: Vec<(String, String)>,
 }
 
-/// The task: renders the bridges of `config`, then follows `source` until `stop`.
+/// The task: renders the bridges of `config`, then follows `source` until `stop`, reading it
+/// again on each of `reloads` too.
 pub async fn run(
     source: ConfigSource,
     config: Config,
     publisher: Publisher,
+    mut reloads: mpsc::Receiver<oneshot::Sender<()>>,
     stop: CancellationToken,
 ) {
     let mut live = Live {
@@ -77,6 +80,10 @@ pub async fn run(
         tokio::select! {
             () = stop.cancelled() => break,
             Some(()) = changes.recv() => live.reload().await,
+            Some(done) = reloads.recv() => {
+                live.reload().await;
+                let _ = done.send(());
+            }
             () = sleep_until(restart_at) => live.restart().await,
         }
     }

@@ -1,12 +1,14 @@
 //! The client side of the file transfer service (issue #3, "Progress and CLI"): what
 //! `edge-agent files put|get|rm` do against an agent's `/te/v1/files`; and, built on it, the
-//! client of operations on child devices (`edge-agent op`, issue #5).
+//! client of operations on child devices (`edge-agent op`, issue #5) and the health probe
+//! (`edge-agent health`, issue #6).
 //!
 //! # Layout
 //! - `remote`: the file addressed, a store path or a URL, and the base URL a path is put under (pure).
 //! - `put`: uploading a local file, streamed, with its SHA-256 for the server to check.
 //! - `get`: downloading to a local file, streamed; resuming a partial one; verifying the digest.
 //! - `rm`: deleting a remote file.
+//! - `health`: one probe of a running agent (`edge-agent health`).
 //! - `local`: a local file's SHA-256 (or its prefix's) in one pass, on the blocking pool.
 //! - `progress`: the progress bar or plain lines on stderr.
 //! - `error`: what a command fails with.
@@ -18,6 +20,7 @@
 
 pub mod error;
 pub mod get;
+pub mod health;
 mod local;
 pub mod op;
 pub mod progress;

@@ -275,6 +275,11 @@ impl AgentSetup {
     /// and says so), starts again on another port. Panics with the agent's stderr if it exits
     /// otherwise or does not answer within 10 s.
     pub async fn start(&self) -> AgentProcess {
+        self.start_with_env(&[]).await
+    }
+
+    /// [`AgentSetup::start`], with `env` added to the agent's environment.
+    pub async fn start_with_env(&self, env: &[(&str, &str)]) -> AgentProcess {
         for _ in 0..START_ATTEMPTS {
             let port = free_port();
             let config = self.write_config(port);
@@ -283,7 +288,7 @@ impl AgentSetup {
                 config.as_os_str(),
                 OsStr::new("run"),
             ];
-            let mut process = Process::spawn(&args, &[]);
+            let mut process = Process::spawn(&args, env);
             let base = format!("http://127.0.0.1:{port}");
             let client = http::client();
             let deadline = Instant::now() + START_TIMEOUT;
