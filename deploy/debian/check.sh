@@ -18,7 +18,8 @@ BRIDGE_DIR=/etc/edge-agent/mosquitto-conf
 STATE_DIR=/var/lib/edge-agent
 MARKER="# edge-agent: its cloud bridge files (added by the edge-agent package, removed on purge)"
 INCLUDE="include_dir $BRIDGE_DIR"
-# Every file the package ships, where it must land. /lib/systemd/system is /usr/lib/systemd/system
+# Every file the package ships, where it must land (plus a man page per command: MAN_PAGES, read
+# from the installed `edge-agent man --dir`). /lib/systemd/system is /usr/lib/systemd/system
 # on Debian 12 (merged /usr); cargo-deb ships units under /usr/lib.
 FILES=(
     /usr/bin/edge-agent
@@ -168,6 +169,15 @@ dpkg -i "$DEB"
 ok "installed"
 
 step "every file lands where listed"
+# The pages of the commands, as the installed binary generates them.
+edge-agent man --dir "$WORK/man"
+MAN_PAGES=()
+for page in "$WORK"/man/*.1; do
+    [ "$(basename "$page")" = edge-agent.1 ] && continue
+    MAN_PAGES+=("/usr/share/man/man1/$(basename "$page").gz")
+done
+[ ${#MAN_PAGES[@]} -gt 0 ] || fail "'edge-agent man --dir' wrote no page besides edge-agent.1"
+FILES+=("${MAN_PAGES[@]}")
 dpkg -L edge-agent >"$WORK/dpkg-L.txt"
 for f in "${FILES[@]}"; do
     [ -f "$f" ] || fail "$f is missing"
@@ -180,11 +190,18 @@ regular=0
 while read -r p; do [ -f "$p" ] && [ ! -L "$p" ] && regular=$((regular + 1)); done <"$WORK/dpkg-L.txt"
 [ "$regular" -eq "${#FILES[@]}" ] || fail "the package ships $regular files, the list has ${#FILES[@]}: $(cat "$WORK/dpkg-L.txt")"
 [ "$(stat -c '%a %U' /usr/bin/edge-agent)" = "755 root" ] || fail "/usr/bin/edge-agent is not 0755 root"
-ok "exactly these ${#FILES[@]} files; /lib/systemd/system/edge-agent.service is the unit"
+ok "exactly these ${#FILES[@]} files (${#MAN_PAGES[@]} of them command pages); /lib/systemd/system/edge-agent.service is the unit"
 
 step "the files' contents"
-gzip -t /usr/share/man/man1/edge-agent.1.gz || fail "the man page is not valid gzip"
+for page in "$WORK"/man/*.1; do
+    zcat "/usr/share/man/man1/$(basename "$page").gz" | cmp -s - "$page" ||
+        fail "/usr/share/man/man1/$(basename "$page").gz is not what 'edge-agent man --dir' generates"
+done
 zcat /usr/share/man/man1/edge-agent.1.gz | grep -q '^\.TH edge-agent 1' || fail "the man page has no '.TH edge-agent 1'"
+edge-agent completions bash | cmp -s - /usr/share/bash-completion/completions/edge-agent ||
+    fail "the bash completion is not 'edge-agent completions bash'"
+edge-agent completions zsh | cmp -s - /usr/share/zsh/vendor-completions/_edge-agent ||
+    fail "the zsh completion is not 'edge-agent completions zsh'"
 bash -n /usr/share/bash-completion/completions/edge-agent || fail "the bash completion does not parse"
 [ "$(head -n 1 /usr/share/zsh/vendor-completions/_edge-agent)" = "#compdef edge-agent" ] || fail "the zsh completion lacks '#compdef edge-agent'"
 diff <(sed 's/^  restart_command: \[\]$/  restart_command: [systemctl, --no-ask-password, try-restart, mosquitto.service]/' deploy/edge-agent.yaml) \
@@ -193,7 +210,7 @@ grep -qx '  restart_command: \[systemctl, --no-ask-password, try-restart, mosqui
     fail "/etc/edge-agent/edge-agent.yaml lacks the Debian restart_command"
 grep -q 'action.lookup("unit") == "mosquitto.service"' /usr/share/polkit-1/rules.d/edge-agent.rules || fail "the polkit rule is not about mosquitto.service"
 grep -qx 'ExecStart=/usr/bin/edge-agent --config /etc/edge-agent/edge-agent.yaml run' /usr/lib/systemd/system/edge-agent.service || fail "unexpected ExecStart"
-ok "man page, completions, configuration, polkit rule, unit"
+ok "man pages and completions as the binary generates them; configuration, polkit rule, unit"
 
 step "postinst: user, group, directories"
 IFS=: read -r _ _ uid gid _ home shell < <(getent passwd edge-agent) || fail "no user edge-agent"

@@ -2,7 +2,8 @@
 # Generates the Debian package's derived files into OUT_DIR (cargo-deb's assets
 # target/debian-assets/*, see [package.metadata.deb] in Cargo.toml), using BIN, a binary that
 # runs on the build machine (so a cross-build still works):
-#   edge-agent.1       `edge-agent man`: the man page, from the CLI definition
+#   man/*.1            `edge-agent man --dir`: edge-agent(1) and the page of each command it
+#                      refers to (edge-agent-run(1), ...)
 #   edge-agent.bash    `edge-agent completions bash`
 #   _edge-agent        `edge-agent completions zsh`
 #   edge-agent.yaml    deploy/edge-agent.yaml, the one documented default, with the broker restart
@@ -25,6 +26,18 @@ mkdir -p "$out.tmp"
 "$bin" man >"$out.tmp/edge-agent.1" || fail "'$bin man' failed (does this edge-agent have the man command?)"
 grep -q '^\.TH edge-agent 1' "$out.tmp/edge-agent.1" || fail "'$bin man' printed no '.TH edge-agent 1' header"
 grep -q '^\.SH SYNOPSIS' "$out.tmp/edge-agent.1" || fail "'$bin man' printed no SYNOPSIS section"
+rm "$out.tmp/edge-agent.1"
+# The package ships the --dir set: its edge-agent.1 lists only commands that have a page (the
+# stdout page also lists clap's `help`, which has none).
+"$bin" man --dir "$out.tmp/man" || fail "'$bin man --dir' failed"
+grep -q '^\.TH edge-agent 1' "$out.tmp/man/edge-agent.1" || fail "'$bin man --dir' wrote no edge-agent.1"
+# Every page the main page refers to (SEE ALSO) must be there.
+for ref in $(grep -o 'edge\\-agent\\-[a-z\\-]*(1)' "$out.tmp/man/edge-agent.1" | sed 's/\\//g; s/(1)$//' | sort -u); do
+    [ -f "$out.tmp/man/$ref.1" ] || fail "edge-agent(1) refers to $ref(1), which 'man --dir' did not write"
+done
+for page in "$out.tmp"/man/*; do
+    case $page in *.1) ;; *) fail "'man --dir' wrote $page, not a section 1 page" ;; esac
+done
 
 "$bin" completions bash >"$out.tmp/edge-agent.bash" || fail "'$bin completions bash' failed"
 grep -Eq '^[[:space:]]*complete .*edge-agent$' "$out.tmp/edge-agent.bash" ||
