@@ -24,6 +24,7 @@ use crate::bridge::watch::ConfigSource;
 use crate::config::Config;
 use crate::files::{OpenError, Store as FileStore};
 use crate::http::tls::{self, TlsError};
+use crate::metrics::Metrics;
 use crate::mqtt::{self, Connection, MqttError};
 use crate::readiness::{self, Readiness};
 use crate::topic::EntityTopicId;
@@ -116,12 +117,21 @@ pub async fn start_following(
     let (input_tx, input_rx) = mpsc::channel(INPUT_CAPACITY);
     let handle = TwinHandle::new(input_tx.clone(), readiness_rx.clone());
     let (ops, commands, ops_inbox) = crate::ops::task::channels();
+    let metrics = Metrics::new(
+        config
+            .bridge
+            .clouds
+            .iter()
+            .map(|cloud| cloud.name.clone())
+            .collect(),
+    );
     let http_stop = CancellationToken::new();
     let http = tokio::spawn(crate::http::serve(
         listener,
         handle.clone(),
         files.clone(),
         ops,
+        metrics.clone(),
         tls,
         http_stop.clone(),
     ));
@@ -165,7 +175,7 @@ pub async fn start_following(
             return Err(e.into());
         }
     };
-    let (publisher, connection) = Connection::new(options, &config);
+    let (publisher, connection) = Connection::new(options, &config, metrics);
     let ops_path = crate::ops::persist::path(&config.data_dir);
     let loaded_ops = {
         let path = ops_path.clone();

@@ -20,6 +20,8 @@
 //!   API: start (uploading a local file), follow, list, show, cancel, fetch; `health`'s probe.
 //! - [`http`]: the warp server on its own accept loop (HTTP/1.1, optional TLS): the entity API,
 //!   our extensions, health and readiness.
+//! - [`metrics`]: `GET /metrics`: the figures of the twin, the connection, the file transfers,
+//!   the operations, the bridges and the process, in the OpenMetrics text format.
 //! - [`report`]: an error and its causes on one line.
 //! - [`readiness`]: the readiness value shared by the MQTT task and the HTTP layer.
 //! - [`child`]: `edge-agent child`, the reference child device: registers, announces its
@@ -35,6 +37,7 @@ pub mod config;
 pub mod files;
 pub mod http;
 pub mod manual;
+pub mod metrics;
 pub mod mqtt;
 pub mod ops;
 pub mod readiness;

@@ -20,6 +20,7 @@
 //! session instead of this process buffering without bound. The twin stalls only for a group
 //! commit or a snapshot, well within that.
 
+use crate::metrics::Metrics;
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -178,6 +179,7 @@ pub struct Connection {
     topic_filter: String,
     max_payload: usize,
     endpoint: String,
+    metrics: Metrics,
 }
 
 /// One `EventLoop::poll`, owning the event loop until it completes.
@@ -287,7 +289,7 @@ impl Session {
 }
 
 impl Connection {
-    pub fn new(options: MqttOptions, config: &Config) -> (Publisher, Connection) {
+    pub fn new(options: MqttOptions, config: &Config, metrics: Metrics) -> (Publisher, Connection) {
         let endpoint = format!("{}:{}", config.mqtt.host, config.mqtt.port);
         let (client, eventloop) = AsyncClient::new(options, REQUEST_CAPACITY);
         let (tx, requests) = mpsc::unbounded_channel();
@@ -298,6 +300,7 @@ impl Connection {
             topic_filter: format!("{}/+/+/+/+/#", config.mqtt.topic_root),
             max_payload: config.mqtt.max_packet_size,
             endpoint,
+            metrics,
         };
         (Publisher { tx }, connection)
     }
@@ -317,6 +320,7 @@ impl Connection {
             topic_filter,
             max_payload,
             endpoint,
+            metrics,
         } = self;
         let mut session = Session {
             client,
@@ -362,6 +366,7 @@ impl Connection {
                     tracing::info!(broker = %endpoint, session_present = ack.session_present, "connected to the MQTT broker");
                     session.connected = true;
                     session.subscribe_due = true;
+                    metrics.connected();
                 }
                 Ok(Event::Incoming(Packet::SubAck(_))) => {
                     if !flush(&twin, &mut batch).await

@@ -34,10 +34,12 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use warp::http::header::{HeaderValue, CONTENT_TYPE};
 use warp::http::StatusCode;
+use warp::path::FullPath;
 use warp::reply::Response;
 use warp::{Buf, Filter, Rejection, Reply};
 
 use crate::files::Store;
+use crate::metrics::Metrics;
 use crate::ops::task::OpsHandle;
 use crate::twin::TwinHandle;
 
@@ -64,6 +66,7 @@ pub async fn serve(
     twin: TwinHandle,
     files: Store,
     ops: OpsHandle,
+    metrics: Metrics,
     tls: Option<TlsAcceptor>,
     shutdown: CancellationToken,
 ) {
@@ -71,25 +74,53 @@ pub async fn serve(
         let scheme = if tls.is_some() { "https" } else { "http" };
         tracing::info!(%addr, scheme, "http server listening");
     }
-    let service =
-        hyper_util::service::TowerToHyperService::new(warp::service(routes(twin, files, ops)));
+    let service = hyper_util::service::TowerToHyperService::new(warp::service(routes(
+        twin, files, ops, metrics,
+    )));
     server::run(listener, service, tls, shutdown).await;
     tracing::info!("http server stopped");
 }
 
-/// All routes, with every rejection turned into a JSON error.
+/// All routes, with every rejection turned into a JSON error, and every response counted in
+/// `metrics`.
 pub fn routes(
     twin: TwinHandle,
     files: Store,
     ops: OpsHandle,
+    metrics: Metrics,
 ) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
-    files::routes(files)
+    let counted = metrics.clone();
+    let answered = files::routes(files.clone())
         .or(operations(twin.clone(), ops.clone()))
+        .unify()
+        .or(scrape(metrics, twin.clone(), files, ops.clone()))
         .unify()
         .or(api(twin, ops))
         .unify()
         .recover(error::recover)
-        .unify()
+        .unify();
+    warp::path::full()
+        .and(answered)
+        .map(move |path: FullPath, response: Response| {
+            counted.response(path.as_str(), response.status().as_u16());
+            response
+        })
+}
+
+/// Any method on `/metrics` (issue #7); only GET and HEAD are allowed.
+fn scrape(
+    metrics: Metrics,
+    twin: TwinHandle,
+    files: Store,
+    ops: OpsHandle,
+) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    warp::path!("metrics")
+        .and(warp::method())
+        .then(move |method: warp::http::Method| {
+            let (metrics, twin, files, ops) =
+                (metrics.clone(), twin.clone(), files.clone(), ops.clone());
+            async move { probes::metrics(method, &metrics, &twin, &files, &ops).await }
+        })
 }
 
 /// All routes without the final `recover`, for composing with other route sets.

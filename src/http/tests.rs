@@ -31,6 +31,7 @@ type Answer = Box<dyn Fn(&Seen) -> Result<Reply, TwinError> + Send>;
 struct Fake {
     twin: TwinHandle,
     files: Store,
+    metrics: crate::metrics::Metrics,
     seen: Arc<Mutex<Vec<Seen>>>,
     _readiness: watch::Sender<Readiness>,
     _files_dir: tempfile::TempDir,
@@ -46,6 +47,7 @@ impl Fake {
             self.twin.clone(),
             self.files.clone(),
             crate::ops::task::OpsHandle::closed(),
+            self.metrics.clone(),
         ))
         .await
     }
@@ -63,6 +65,10 @@ fn fake_in(readiness: Readiness, answer: Answer) -> Fake {
                 Input::Query(q, r) => (Seen::Query(q), r),
                 Input::Write(w, r) => (Seen::Write(w), r),
                 Input::Bus(_) => continue,
+                Input::Stats(r) => {
+                    let _ = r.send(Default::default());
+                    continue;
+                }
             };
             let reply = answer(&seen);
             log.lock().unwrap().push(seen);
@@ -74,6 +80,7 @@ fn fake_in(readiness: Readiness, answer: Answer) -> Fake {
     Fake {
         twin: TwinHandle::new(tx, ready_rx),
         files,
+        metrics: crate::metrics::Metrics::new(vec!["c8y".into()]),
         seen,
         _readiness: ready_tx,
         _files_dir: files_dir,
@@ -869,6 +876,7 @@ async fn a_chunked_body_is_cut_off_at_the_limit_while_reading() {
         fake.twin.clone(),
         fake.files.clone(),
         crate::ops::task::OpsHandle::closed(),
+        fake.metrics.clone(),
         None,
         shutdown.clone(),
     ));
@@ -914,4 +922,36 @@ async fn binding_a_taken_port_is_an_error_not_a_panic() {
     let taken = first.local_addr().unwrap();
     // SO_REUSEADDR does not allow two listeners on one port.
     assert!(bind(taken).is_err());
+}
+
+#[tokio::test]
+async fn metrics_are_served_as_openmetrics_text_and_count_the_responses() {
+    let fake = replying("{}");
+    assert_eq!(fake.send(get("/healthz")).await.status(), 200);
+    assert_eq!(fake.send(get("/te/v1/files/nothing")).await.status(), 404);
+    let res = fake.send(get("/metrics")).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        res.headers()["content-type"],
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
+    let text = std::str::from_utf8(res.body()).unwrap();
+    for line in [
+        "edge_agent_http_responses_total{route=\"probes\",status=\"200\"} 1",
+        "edge_agent_http_responses_total{route=\"files\",status=\"404\"} 1",
+        "edge_agent_mqtt_connected 1",
+        "edge_agent_entities{type=\"device\"} 0",
+        "edge_agent_file_transfer_refused_total{reason=\"not_found\"} 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+    }
+    // The closed operations task does not answer: its figures are left out, the rest served.
+    assert!(!text.contains("edge_agent_operations"), "{text}");
+    // c8y's bridge has not reported: no figure for it yet.
+    assert!(!text.contains("edge_agent_bridge_up{"), "{text}");
+    assert!(text.ends_with("# EOF\n"));
+
+    let res = fake.send(request("POST", "/metrics", "")).await;
+    assert_eq!(res.status(), 405);
+    assert_eq!(res.headers()["allow"], "GET, HEAD");
 }

@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 
 use super::model::{
     self, NewOperation, Operation, Source, FAILED, INIT, PREPARING, REASON_CANCELLED,
-    REASON_TIMEOUT,
+    REASON_TIMEOUT, SUCCESSFUL,
 };
 use crate::topic::EntityTopicId;
 use crate::twin::time::Timestamp;
@@ -105,6 +105,90 @@ pub struct OpsStore {
     ops: BTreeMap<String, Operation>,
     /// For generated command ids.
     counter: u64,
+    /// Operations that ended since the agent started, by operation label and final status.
+    ended: Ended,
+}
+
+/// See [`OpsStore::stats`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OpsStats {
+    pub ended: Ended,
+    /// (operation label, status label) → operations in the table.
+    pub current: BTreeMap<(&'static str, &'static str), u64>,
+}
+
+/// (operation label, `successful` | `failed`) → count; see [`operation_label`].
+pub type Ended = BTreeMap<(&'static str, &'static str), u64>;
+
+/// The operations named in metrics as themselves; any other name counts as `other`, so that
+/// no label takes an unbounded set of values (issue #7).
+pub const KNOWN_OPERATIONS: [&str; 10] = [
+    "config_snapshot",
+    "config_update",
+    "device_profile",
+    "firmware_update",
+    "log_upload",
+    "restart",
+    "software_list",
+    "software_update",
+    "ssh_connect",
+    "remote_access_connect",
+];
+
+/// The metrics label of operation `name`.
+pub fn operation_label(name: &str) -> &'static str {
+    KNOWN_OPERATIONS
+        .iter()
+        .find(|known| **known == name)
+        .copied()
+        .unwrap_or("other")
+}
+
+/// The statuses named in metrics as themselves: the agent's and thin-edge.io's workflow steps.
+/// A child's own steps count as `other`.
+const KNOWN_STATUSES: [&str; 8] = [
+    PREPARING,
+    INIT,
+    "scheduled",
+    "executing",
+    "downloading",
+    "downloaded",
+    SUCCESSFUL,
+    FAILED,
+];
+
+/// The metrics label of a status.
+fn status_label(status: &str) -> &'static str {
+    KNOWN_STATUSES
+        .iter()
+        .find(|known| **known == status)
+        .copied()
+        .unwrap_or("other")
+}
+
+/// Moves `op` to `status` (see `Operation::transition`), counting it in `ended` when this ends it.
+fn settle(
+    ended: &mut Ended,
+    op: &mut Operation,
+    status: &str,
+    reason: Option<String>,
+    now: Timestamp,
+) -> bool {
+    let was_final = op.is_final();
+    let changed = op.transition(status, reason, now);
+    if changed && !was_final {
+        let outcome = match op.status.as_str() {
+            SUCCESSFUL => Some(SUCCESSFUL),
+            FAILED => Some(FAILED),
+            _ => None,
+        };
+        if let Some(outcome) = outcome {
+            *ended
+                .entry((operation_label(&op.operation), outcome))
+                .or_default() += 1;
+        }
+    }
+    changed
 }
 
 /// Characters kept as they are in a URL path segment.
@@ -121,6 +205,22 @@ impl OpsStore {
             settings,
             ops,
             counter: 0,
+            ended: Ended::new(),
+        }
+    }
+
+    /// What the metrics endpoint shows: the operations ended since start, and those in the
+    /// table now (running, or ended and kept for `keep_final`), by label and status.
+    pub fn stats(&self) -> OpsStats {
+        let mut current = BTreeMap::new();
+        for op in self.ops.values() {
+            *current
+                .entry((operation_label(&op.operation), status_label(&op.status)))
+                .or_default() += 1;
+        }
+        OpsStats {
+            ended: self.ended.clone(),
+            current,
         }
     }
 
@@ -333,7 +433,7 @@ impl OpsStore {
         }
         match result {
             Err(reason) => {
-                op.transition(FAILED, Some(reason), now);
+                settle(&mut self.ended, op, FAILED, Some(reason), now);
                 // Nothing was published: nothing to clear.
                 op.cleared = Some(now);
                 op.file
@@ -424,7 +524,8 @@ impl OpsStore {
             .map(str::to_owned)
             .filter(|_| status == FAILED);
         op.payload = object;
-        (op.transition(&status, reason, now), Vec::new())
+        let changed = settle(&mut self.ended, op, &status, reason, now);
+        (changed, Vec::new())
     }
 
     /// `DELETE /te/v1/operations/<id>`: a command not finished fails with reason `cancelled`
@@ -441,7 +542,13 @@ impl OpsStore {
             });
         }
         let was_published = op.notified.is_some();
-        op.transition(FAILED, Some(REASON_CANCELLED.to_owned()), now);
+        settle(
+            &mut self.ended,
+            op,
+            FAILED,
+            Some(REASON_CANCELLED.to_owned()),
+            now,
+        );
         op.cleared = Some(now);
         let mut actions = Vec::new();
         if was_published {
@@ -468,7 +575,13 @@ impl OpsStore {
             if deadline(op).is_some_and(|d| now.as_millis() >= d) {
                 match op.notified {
                     Some(_) => {
-                        op.transition(FAILED, Some(REASON_TIMEOUT.to_owned()), now);
+                        settle(
+                            &mut self.ended,
+                            op,
+                            FAILED,
+                            Some(REASON_TIMEOUT.to_owned()),
+                            now,
+                        );
                         actions.push(Action::Publish {
                             topic: op.topic.clone(),
                             payload: op.payload_with(FAILED, Some(REASON_TIMEOUT)),
@@ -477,7 +590,9 @@ impl OpsStore {
                     }
                     // The file could not be made available in time: the child was never told.
                     None => {
-                        op.transition(
+                        settle(
+                            &mut self.ended,
+                            op,
                             FAILED,
                             Some(format!(
                                 "{REASON_TIMEOUT}: the file was not available in time"
@@ -785,6 +900,10 @@ mod tests {
             .map(|t| t.status.as_str())
             .collect();
         assert_eq!(statuses, ["preparing", "init", "executing", "successful"]);
+        // Ended once, however often the end is repeated.
+        let stats = s.stats();
+        assert_eq!(stats.ended, [(("restart", "successful"), 1)].into());
+        assert_eq!(stats.current, [(("restart", "successful"), 1)].into());
         assert_eq!(s.next_deadline(), Some(at(63)));
         assert!(s.tick(at(62)).is_empty());
         assert_eq!(
@@ -917,6 +1036,26 @@ mod tests {
             s.cancel("nope", at(2)),
             Err(OpsError::NotFound(_))
         ));
+        // A timeout and a cancel are failures; a custom operation counts as `other`.
+        s.start(
+            new(r#"{"entity":"device/d//","operation":"x_custom","cmd_id":"x1"}"#),
+            &facts(&["x_custom"]),
+            at(0),
+        )
+        .unwrap();
+        s.prepared("x1", Ok(None), at(0));
+        let id: EntityTopicId = "device/d//".parse().unwrap();
+        s.on_update(&id, "x_custom", "x1", br#"{"status":"my-step"}"#, at(1));
+        let stats = s.stats();
+        assert_eq!(
+            stats.ended,
+            [
+                (("firmware_update", "failed"), 1),
+                (("restart", "failed"), 1)
+            ]
+            .into()
+        );
+        assert_eq!(stats.current.get(&("other", "other")), Some(&1));
     }
 
     #[test]

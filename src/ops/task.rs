@@ -38,6 +38,7 @@ pub enum Request {
     List(Filter, oneshot::Sender<Vec<Operation>>),
     Get(String, oneshot::Sender<Option<Operation>>),
     Cancel(String, oneshot::Sender<Result<Operation, OpsError>>),
+    Stats(oneshot::Sender<crate::ops::store::OpsStats>),
 }
 
 /// A message on a command topic (`<root>/<entity>/cmd/<op>/<id>`), forwarded by the twin task.
@@ -71,6 +72,11 @@ impl OpsHandle {
 
     pub async fn list(&self, filter: Filter) -> Result<Vec<Operation>, Stopped> {
         self.ask(|tx| Request::List(filter, tx)).await
+    }
+
+    /// The figures of the metrics endpoint.
+    pub async fn stats(&self) -> Result<crate::ops::store::OpsStats, Stopped> {
+        self.ask(Request::Stats).await
     }
 
     pub async fn get(&self, cmd_id: String) -> Result<Option<Operation>, Stopped> {
@@ -267,6 +273,9 @@ impl OpsTask {
                     self.prepare(&op);
                 }
                 let _ = reply.send(result);
+            }
+            Request::Stats(reply) => {
+                let _ = reply.send(self.store.stats());
             }
             Request::List(filter, reply) => {
                 let _ = reply.send(self.store.list(&filter).into_iter().cloned().collect());

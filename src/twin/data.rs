@@ -574,7 +574,7 @@ fn section_full(section: &'static str, id: &EntityTopicId, limit: usize) -> Twin
 }
 
 /// The `payload_rejected{channel}` label of a channel.
-fn channel_kind(channel: &Channel) -> &'static str {
+pub(super) fn channel_kind(channel: &Channel) -> &'static str {
     match channel {
         Channel::Registration => "registration",
         Channel::Twin(_) => "twin",

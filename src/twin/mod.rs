@@ -17,6 +17,7 @@ pub mod persist;
 mod query;
 pub mod records;
 mod registry;
+pub mod stats;
 pub mod store;
 mod sync;
 pub mod task;
@@ -40,6 +41,8 @@ pub enum Input {
     Query(Query, Responder),
     Write(Write, Responder),
     Bus(BusEvent),
+    /// The summary for the metrics endpoint.
+    Stats(oneshot::Sender<stats::TwinStats>),
 }
 
 /// What the MQTT connection task reports to the twin.
@@ -103,6 +106,16 @@ impl TwinHandle {
         }
         let (tx, rx) = oneshot::channel();
         self.send(Input::Write(write, tx), rx).await
+    }
+
+    /// The twin's summary for the metrics endpoint; answered while loading too.
+    pub async fn stats(&self) -> Result<stats::TwinStats, TwinError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Input::Stats(tx))
+            .await
+            .map_err(|_| TwinError::Unavailable)?;
+        rx.await.map_err(|_| TwinError::Unavailable)
     }
 
     async fn send(

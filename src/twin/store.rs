@@ -79,8 +79,12 @@ pub enum LoadError {
 }
 
 /// Counters of §9, read by logs and (later) metrics.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, PartialEq)]
 pub struct Counters {
+    /// Messages on entity topics, by channel kind (`measurement`, `registration`, …).
+    pub received: BTreeMap<&'static str, u64>,
+    /// Changes applied to entities' records (each marks a record for saving).
+    pub changes: u64,
     pub mqtt_ignored_topic: u64,
     pub mqtt_dropped_oversize: u64,
     pub payload_rejected: BTreeMap<&'static str, u64>,
@@ -418,6 +422,7 @@ impl Store {
     // ---- persistence records -------------------------------------------------------------
 
     pub(super) fn touch(&mut self, id: &EntityTopicId, level: Durability) {
+        self.counters.changes += 1;
         if level == Durability::Now {
             self.fx.durable = true;
         }
@@ -515,6 +520,11 @@ impl Store {
                 return;
             }
         };
+        *self
+            .counters
+            .received
+            .entry(super::data::channel_kind(&channel))
+            .or_default() += 1;
         if let Phase::Window(window) = &mut self.phase {
             window.s0.remove(topic);
             if channel == Channel::Registration && id == self.cfg.agent {

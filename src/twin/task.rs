@@ -159,6 +159,9 @@ impl Runner {
                     steps.push((self.store.take_effects(), Some((tx, result))));
                 }
                 Input::Bus(event) => self.on_bus(event),
+                Input::Stats(tx) => {
+                    let _ = tx.send(self.store.stats());
+                }
             }
         }
         steps.push((self.store.take_effects(), None));

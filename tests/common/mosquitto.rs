@@ -1,6 +1,9 @@
 //! A real mosquitto broker per test: free port, private temp dir, child process.
 //!
-//! Owns the broker's life cycle (start, clean restart with persistence, restart without it,
+//! The configuration is the harness's own (a loopback listener, persistence in the temp dir,
+//! verbose log) plus a test's extra lines, or a whole configuration a test brings
+//! ([`Broker::start_from_conf`], e.g. the repository's `mosquitto/mosquitto.conf` with its paths
+//! moved into the temp dir). Owns the broker's life cycle (start, clean restart with persistence, restart without it,
 //! stop and start again) and its log. It does not talk MQTT: that is `mqtt.rs`.
 //!
 //! The port comes from binding `127.0.0.1:0` and releasing it; if another socket takes the
@@ -32,6 +35,9 @@ pub struct Broker {
     /// Further listeners' ports, `{port1}`, `{port2}`... in `extra_conf`.
     extra_ports: Vec<u16>,
     extra_conf: Vec<String>,
+    /// A whole configuration replacing the harness's own, with `{port}`, `{port<n>}` and
+    /// `{dir}` still to be replaced.
+    whole_conf: Option<String>,
     child: Option<Child>,
 }
 
@@ -61,19 +67,38 @@ impl Broker {
     /// 127.0.0.1` and its TLS settings); [`Broker::extra_port`] tells them. All ports are
     /// chosen again if one was taken before mosquitto bound it, and kept across restarts.
     pub async fn start_with_ports(extra_ports: usize, extra_conf_lines: &[&str]) -> Broker {
-        let dir = tempfile::Builder::new()
-            .prefix("edge-agent-mosquitto-")
-            .tempdir()
-            .expect("cannot create a temp dir for mosquitto");
+        let dir = broker_dir();
         let extra_conf = extra_conf_lines
             .iter()
             .map(|line| line.replace("{dir}", &dir.path().display().to_string()))
             .collect();
+        Broker::start_in(dir, extra_ports, extra_conf, None).await
+    }
+
+    /// Starts a broker on `conf`, a whole configuration used instead of the harness's own:
+    /// `{port}` is replaced by the free port the harness waits on (so `conf` must have a
+    /// `listener {port} 127.0.0.1`), `{port1}`, `{port2}`... by `extra_ports` more free ports,
+    /// and `{dir}` by the broker's directory, which exists before mosquitto starts (create
+    /// subdirectories there with [`Broker::dir`] only after the start, or elsewhere). The log
+    /// is read for readiness, so `conf` must log notices (the default) to stdout or stderr.
+    pub async fn start_from_conf(extra_ports: usize, conf: &str) -> Broker {
+        let dir = broker_dir();
+        let conf = conf.replace("{dir}", &dir.path().display().to_string());
+        Broker::start_in(dir, extra_ports, Vec::new(), Some(conf)).await
+    }
+
+    async fn start_in(
+        dir: TempDir,
+        extra_ports: usize,
+        extra_conf: Vec<String>,
+        whole_conf: Option<String>,
+    ) -> Broker {
         let mut broker = Broker {
             dir,
             port: 0,
             extra_ports: Vec::new(),
             extra_conf,
+            whole_conf,
             child: None,
         };
         let mut last = String::new();
@@ -197,6 +222,14 @@ impl Broker {
     }
 
     fn write_conf(&self) -> PathBuf {
+        let path = self.dir.path().join(CONF_FILE);
+        if let Some(conf) = &self.whole_conf {
+            let conf = self
+                .with_ports(conf)
+                .replace("{port}", &self.port.to_string());
+            fs::write(&path, conf).expect("cannot write mosquitto.conf");
+            return path;
+        }
         let dir = self.dir.path().display();
         // `user root`: mosquitto started as root otherwise drops to user `mosquitto`, which
         // cannot write into our 0700 temp dir; as non-root the option has no effect.
@@ -222,16 +255,20 @@ impl Broker {
             port = self.port,
         );
         for line in &self.extra_conf {
-            let mut line = line.clone();
-            for (i, port) in self.extra_ports.iter().enumerate() {
-                line = line.replace(&format!("{{port{}}}", i + 1), &port.to_string());
-            }
-            conf.push_str(&line);
+            conf.push_str(&self.with_ports(line));
             conf.push('\n');
         }
-        let path = self.dir.path().join(CONF_FILE);
         fs::write(&path, conf).expect("cannot write mosquitto.conf");
         path
+    }
+
+    /// `text` with `{port1}`, `{port2}`... replaced by the extra ports.
+    fn with_ports(&self, text: &str) -> String {
+        let mut text = text.to_owned();
+        for (i, port) in self.extra_ports.iter().enumerate() {
+            text = text.replace(&format!("{{port{}}}", i + 1), &port.to_string());
+        }
+        text
     }
 
     async fn spawn_and_wait(&mut self) -> Result<(), StartError> {
@@ -304,6 +341,13 @@ impl Drop for Broker {
             let _ = child.wait();
         }
     }
+}
+
+fn broker_dir() -> TempDir {
+    tempfile::Builder::new()
+        .prefix("edge-agent-mosquitto-")
+        .tempdir()
+        .expect("cannot create a temp dir for mosquitto")
 }
 
 /// A port that was free a moment ago.
