@@ -134,6 +134,16 @@ async fn device(broker: &Broker, pki: &Pki, name: &str) -> TestClient {
     TestClient::connect_with(tls_options(broker, pki, Some(pki.client_cert_for(name)))).await
 }
 
+/// How many times `client` connected to `broker`, from the broker's log.
+fn connections(broker: &Broker, client: &TestClient) -> usize {
+    let as_client = format!(" as {} (", client.client_id());
+    broker
+        .log()
+        .lines()
+        .filter(|l| l.contains("New client connected from") && l.contains(&as_client))
+        .count()
+}
+
 /// The next message `client` receives; panics after 10 s.
 async fn next(client: &TestClient, what: &str) -> Message {
     client
@@ -261,7 +271,8 @@ async fn the_acl_example_confines_a_child_device_to_its_own_topics() {
         .publish("te/device/child1//", r#"{"@type":"child-device"}"#, false)
         .await;
     // child1 forging child2's registration and a top-level topic: dropped (QoS 1 is still
-    // acknowledged), then a control message on its own topic, on the same connection.
+    // acknowledged, and the connection kept), then a control message on its own topic, on the
+    // same connection.
     child1
         .publish("te/device/child2//", r#"{"@type":"child-device"}"#, false)
         .await;
@@ -284,6 +295,14 @@ async fn the_acl_example_confines_a_child_device_to_its_own_topics() {
         ]),
         "the agent saw:\n{}",
         describe(&seen_by_agent)
+    );
+    // The test client reconnects and re-sends by itself, which would hide a broker that drops
+    // the connection on a refused publication (mosquitto 2.0 with `max_queued_messages 0`).
+    assert_eq!(
+        connections(&broker, &child1),
+        1,
+        "the refused publications cost child1 its connection; log:\n{}",
+        broker.log()
     );
 
     // Commands from the agent, anonymous and as user edge-agent: each child gets only its own.

@@ -1,7 +1,7 @@
 //! `make bench`: the figures of issue #2, measured against real parts on this machine, printed as
 //! a table with their targets and ratios against named baselines.
 //!
-//! It starts mosquitto (`max_queued_messages 0`, so the broker drops nothing) and the release
+//! It starts mosquitto (`max_queued_messages 1000000`, so the broker drops nothing) and the release
 //! binary of the agent as a separate process, then measures in this order: idle RSS; a burst of
 //! 10,000 child registrations with one measurement each (time from the broker's last PUBACK until
 //! `GET /te/v1/entities` lists all 10,002); RSS after it; query latency with 10,000 entities;

@@ -233,6 +233,8 @@ impl Broker {
         let dir = self.dir.path().display();
         // `user root`: mosquitto started as root otherwise drops to user `mosquitto`, which
         // cannot write into our 0700 temp dir; as non-root the option has no effect.
+        // `max_queued_messages` as mosquitto/mosquitto.conf has it, and not 0, for the same
+        // reason: with 0, mosquitto 2.0 disconnects a client whose publication an ACL refuses.
         let mut conf = format!(
             "listener {port} {HOST}\n\
              allow_anonymous true\n\
@@ -241,7 +243,7 @@ impl Broker {
              persistence_location {dir}/\n\
              persistence_file {DB_FILE}\n\
              autosave_interval 1\n\
-             max_queued_messages 0\n\
+             max_queued_messages 1000000\n\
              log_dest stderr\n\
              log_type error\n\
              log_type warning\n\
