@@ -311,8 +311,8 @@ impl Agent {
             return;
         };
         let (done, finished) = oneshot::channel();
-        if reloads.send(done).await.is_ok() {
-            let _ = finished.await;
+        if reloads.send(done).await.is_err() || finished.await.is_err() {
+            tracing::warn!("the bridges' task has ended: the configuration was not read again");
         }
     }
 

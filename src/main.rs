@@ -113,11 +113,13 @@ fn run(config: Config, path: std::path::PathBuf, env: Vec<(String, String)>) -> 
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
+        // Before the agent starts: a SIGHUP while it loads must not end it.
+        let signals = edge_agent::service::Signals::install();
         let source = ConfigSource { path, env };
         let agent = edge_agent::app::start_following(config, Some(source))
             .await
             .context("cannot start")?;
-        edge_agent::service::supervise(&agent).await;
+        edge_agent::service::supervise(&agent, signals).await;
         tracing::info!("shutting down");
         let graceful = agent.shutdown().await;
         if graceful {

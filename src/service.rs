@@ -3,10 +3,11 @@
 //!
 //! [`supervise`] runs between start-up and shutdown. It tells the manager `READY=1` once the
 //! agent is up (HTTP bound, twin loaded, connection started: the broker may come later, and
-//! `STATUS=` says how it stands, updated on every change), feeds the watchdog
-//! (`WATCHDOG=1`, every half `WatchdogSec`) only while the twin's owner task answers, reloads
-//! the configuration on SIGHUP (`RELOADING=1`, then `READY=1` when done), and returns on SIGINT
-//! or SIGTERM after `STOPPING=1`. Without `NOTIFY_SOCKET` (not under systemd, or in a container)
+//! `STATUS=` says how it stands, updated on every change), feeds the watchdog (`WATCHDOG=1`,
+//! every quarter `WatchdogSec`, as long as the twin's owner task answered a probe within the
+//! last half period), reloads the configuration on SIGHUP (`RELOADING=1`, then `READY=1` when
+//! done), and returns on SIGINT or SIGTERM after `STOPPING=1`, at once even while a reload or a
+//! probe is waiting. Without `NOTIFY_SOCKET` (not under systemd, or in a container)
 //! only the signals matter: every notification is skipped.
 
 use std::time::Duration;
@@ -30,16 +31,47 @@ pub fn unmanaged(command: &mut std::process::Command) -> &mut std::process::Comm
     command
 }
 
-/// Runs until SIGINT or SIGTERM, serving the service manager meanwhile.
-pub async fn supervise(agent: &Agent) {
-    let mut terminate = listen(SignalKind::terminate());
-    let mut hangup = listen(SignalKind::hangup());
-    let watchdog = sd_notify::watchdog_enabled().map(|usec| usec / 2);
-    let mut feed = watchdog.map(|every| {
-        let mut interval = tokio::time::interval(every);
+/// The longest a reload may take before the manager is told `READY=1` anyway; the bridges'
+/// task goes on with it (its own steps are bounded: proving, the restart command).
+const RELOAD_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// The signals `run` answers, installed before the agent starts so that a SIGHUP or SIGTERM
+/// sent while it loads is kept for [`supervise`] instead of ending the process.
+pub struct Signals {
+    terminate: Option<Signal>,
+    hangup: Option<Signal>,
+}
+
+impl Signals {
+    /// Must be called inside the runtime.
+    pub fn install() -> Signals {
+        Signals {
+            terminate: listen(SignalKind::terminate()),
+            hangup: listen(SignalKind::hangup()),
+        }
+    }
+}
+
+type Pending<'a, T> = Option<std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>>;
+
+/// Runs until SIGINT or SIGTERM, serving the service manager meanwhile. A reload and a watchdog
+/// probe run beside the loop, never in it: a stop is acted on at once whatever they wait for.
+pub async fn supervise(agent: &Agent, signals: Signals) {
+    let Signals {
+        mut terminate,
+        mut hangup,
+    } = signals;
+    // Fed every quarter period while the twin answered within the last half: a stall of the
+    // twin stops the feeding after half a period, and systemd acts a period later.
+    let watchdog = sd_notify::watchdog_enabled().filter(|period| !period.is_zero());
+    let mut feed = watchdog.map(|period| {
+        let mut interval = tokio::time::interval(period / 4);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         interval
     });
+    let mut answered = tokio::time::Instant::now();
+    let mut probe: Pending<'_, bool> = None;
+    let mut reload: Pending<'_, bool> = None;
     let mut readiness = agent.readiness_changes();
     notify(&[
         NotifyState::Ready,
@@ -50,26 +82,47 @@ pub async fn supervise(agent: &Agent) {
             _ = tokio::signal::ctrl_c() => break,
             _ = next(&mut terminate) => break,
             _ = next(&mut hangup) => {
+                if reload.is_some() {
+                    tracing::info!("SIGHUP: a reload is already under way");
+                    continue;
+                }
                 tracing::info!("SIGHUP: reading the configuration again");
-                match sd_notify::NotifyState::monotonic_usec_now() {
+                match NotifyState::monotonic_usec_now() {
                     Ok(now) => notify(&[NotifyState::Reloading, now]),
                     Err(e) => tracing::debug!("no monotonic clock for the reload notification: {e}"),
                 }
-                agent.reload().await;
+                reload = Some(Box::pin(async {
+                    tokio::time::timeout(RELOAD_TIMEOUT, agent.reload()).await.is_ok()
+                }));
+            }
+            finished = run(&mut reload), if reload.is_some() => {
+                reload = None;
+                if !finished {
+                    tracing::warn!("the reload did not finish within {RELOAD_TIMEOUT:?}; it goes on");
+                }
                 notify(&[
                     NotifyState::Ready,
                     NotifyState::Status(&status(&readiness.borrow_and_update())),
                 ]);
             }
             _ = tick(&mut feed) => {
-                // Half the period: an answer later than that could not be fed in time anyway.
-                let within = watchdog.map_or(Duration::from_secs(1), |every| every / 2);
-                if agent.alive(within).await {
+                let period = watchdog.unwrap_or(Duration::from_secs(1));
+                if probe.is_none() {
+                    probe = Some(Box::pin(agent.alive(period / 2)));
+                }
+                if answered.elapsed() < period / 2 {
                     notify(&[NotifyState::Watchdog]);
                 } else {
                     tracing::error!(
-                        "the twin did not answer within {within:?}: the watchdog is not fed"
+                        "the twin has not answered for {:?}: the watchdog is not fed",
+                        answered.elapsed()
                     );
+                }
+            }
+            alive = run(&mut probe), if probe.is_some() => {
+                probe = None;
+                if alive {
+                    answered = tokio::time::Instant::now();
                 }
             }
             Ok(()) = readiness.changed() => {
@@ -78,6 +131,14 @@ pub async fn supervise(agent: &Agent) {
         }
     }
     notify(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
+}
+
+/// Waits for a pending future (the branch is enabled only while there is one).
+async fn run<T>(pending: &mut Pending<'_, T>) -> T {
+    match pending {
+        Some(future) => future.await,
+        None => std::future::pending().await,
+    }
 }
 
 /// A signal stream; `None` (never fires) when the handler cannot be installed, which is logged.

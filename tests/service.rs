@@ -184,6 +184,8 @@ async fn health_answers_0_when_ready_and_1_with_the_reason_when_not() {
         if down.code != Some(0) || Instant::now() > deadline {
             break down;
         }
+        // Polling a state that changes on its own (the agent notices the broker is gone).
+        tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert_eq!(down.code, Some(1), "{}", down.stdout);
     assert_eq!(down.stdout, "");

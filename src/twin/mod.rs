@@ -108,7 +108,8 @@ impl TwinHandle {
         self.send(Input::Write(write, tx), rx).await
     }
 
-    /// The twin's summary for the metrics endpoint; answered while loading too.
+    /// The twin's summary for the metrics endpoint, from its owner task (which starts once the
+    /// persisted state is loaded: a request before that waits for it).
     pub async fn stats(&self) -> Result<stats::TwinStats, TwinError> {
         let (tx, rx) = oneshot::channel();
         self.tx

@@ -176,7 +176,7 @@ impl Store {
     fn replay(&mut self, held: Vec<(String, bytes::Bytes)>) {
         let now = Timestamp::now();
         for (topic, payload) in held {
-            self.on_message(&topic, &payload, now);
+            self.replay_message(&topic, &payload, now);
         }
     }
 

@@ -508,8 +508,18 @@ impl Store {
 
     // ---- MQTT input ----------------------------------------------------------------------
 
-    /// Applies one MQTT message (§2–§4). Effects accumulate until [`Store::take_effects`].
+    /// Applies one MQTT message (§2–§4), as it arrives from the broker; counted in
+    /// `counters.received`. Effects accumulate until [`Store::take_effects`].
     pub fn on_message(&mut self, topic: &str, payload: &[u8], now: Timestamp) {
+        self.apply_message(topic, payload, now, true);
+    }
+
+    /// Applies a message held earlier (sync window, pending parent): counted when it arrived.
+    pub(super) fn replay_message(&mut self, topic: &str, payload: &[u8], now: Timestamp) {
+        self.apply_message(topic, payload, now, false);
+    }
+
+    fn apply_message(&mut self, topic: &str, payload: &[u8], now: Timestamp, arrived: bool) {
         let (id, channel) = match parse_topic(&self.cfg.root, topic) {
             Ok(parsed) => parsed,
             Err(
@@ -520,11 +530,13 @@ impl Store {
                 return;
             }
         };
-        *self
-            .counters
-            .received
-            .entry(super::data::channel_kind(&channel))
-            .or_default() += 1;
+        if arrived {
+            *self
+                .counters
+                .received
+                .entry(super::data::channel_kind(&channel))
+                .or_default() += 1;
+        }
         if let Phase::Window(window) = &mut self.phase {
             window.s0.remove(topic);
             if channel == Channel::Registration && id == self.cfg.agent {

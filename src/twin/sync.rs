@@ -106,7 +106,7 @@ impl Store {
                     continue;
                 }
             }
-            self.on_message(&topic, &payload, now);
+            self.replay_message(&topic, &payload, now);
         }
         self.apply_deferred_acks();
         self.announce(now);

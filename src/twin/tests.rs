@@ -296,6 +296,8 @@ fn a_service_of_an_unknown_device_waits_for_its_device() {
         state(&store, "device/ghost/service/svc")["@parent"],
         "device/ghost//"
     );
+    // Counted once, when it arrived, not again when it was applied (metrics, issue #7).
+    assert_eq!(store.counters.received["registration"], 2);
 }
 
 #[test]
@@ -606,6 +608,8 @@ fn data_delivered_before_the_suback_waits_for_the_window_instead_of_auto_registe
         state(&store, "device/c7//")["measurements"]["env"]["temperature"]["value"],
         json!(1)
     );
+    // Held for the window, applied after it: counted once.
+    assert_eq!(store.counters.received["measurement"], 1);
 }
 
 #[test]
