@@ -13,6 +13,9 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
+use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 use edge_agent::bridge::commands;
 use edge_agent::bridge::watch::ConfigSource;
 use edge_agent::cli::{
@@ -352,12 +355,16 @@ fn child(args: ChildArgs) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|level| !level.trim().is_empty())
+        .map_or_else(|| log_filter("info"), |level| log_filter(&level));
     tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .with_max_level(LevelFilter::TRACE)
         .with_writer(std::io::stderr)
         .with_ansi(false)
+        .finish()
+        .with(filter)
         .init();
     // Before the HTTP client is built: rustls needs exactly one crypto provider.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -466,14 +473,22 @@ async fn shutdown_signal() {
     }
 }
 
+/// `log.level` as a filter of targets (`info,edge_agent::mqtt=debug`): the configuration
+/// checked it already. Not tracing-subscriber's `EnvFilter`, whose regex engine would take
+/// hundreds of KiB of the binary and of the idle RSS for span and field filters no one sets.
+fn log_filter(level: &str) -> Targets {
+    level
+        .parse()
+        .unwrap_or_else(|_| Targets::new().with_default(LevelFilter::INFO))
+}
+
 fn init_logging(config: &Config) {
-    let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .with_max_level(LevelFilter::TRACE)
         .with_writer(std::io::stderr);
+    let filter = log_filter(&config.log.level);
     match config.log.format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.with_ansi(false).init(),
+        LogFormat::Json => builder.json().finish().with(filter).init(),
+        LogFormat::Text => builder.with_ansi(false).finish().with(filter).init(),
     }
 }

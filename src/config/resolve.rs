@@ -265,7 +265,7 @@ pub(super) fn resolve(raw: RawConfig, o: &Origins, problems: &mut Vec<Problem>) 
     let level = raw.log.level.unwrap_or(log_defaults.level);
     if level.trim().is_empty() {
         bad("log.level", "must not be empty".into());
-    } else if let Err(e) = tracing_subscriber::EnvFilter::try_new(&level) {
+    } else if let Err(e) = level.parse::<tracing_subscriber::filter::Targets>() {
         bad("log.level", format!("not a log filter ({e}): {level:?}"));
     }
 

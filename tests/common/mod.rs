@@ -45,12 +45,20 @@ const POLL_INTERVAL: Duration = Duration::from_millis(20);
 /// Installs a tracing subscriber writing through the test harness (`RUST_LOG`, default
 /// `info`); later calls are no-ops.
 pub fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let info = || Targets::new().with_default(LevelFilter::INFO);
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(level) if !level.trim().is_empty() => level.parse().unwrap_or_else(|_| info()),
+        _ => info(),
+    };
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .with_max_level(LevelFilter::TRACE)
         .with_ansi(false)
         .with_test_writer()
+        .finish()
+        .with(filter)
         .try_init();
 }
 
