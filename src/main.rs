@@ -13,9 +13,6 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use tracing_subscriber::filter::{LevelFilter, Targets};
-use tracing_subscriber::layer::SubscriberExt;
-use tracing_subscriber::util::SubscriberInitExt;
 use edge_agent::bridge::commands;
 use edge_agent::bridge::watch::ConfigSource;
 use edge_agent::cli::{
@@ -28,6 +25,9 @@ use edge_agent::client::{self, Base, Client, TlsOptions};
 use edge_agent::config::{self, Config, LogFormat};
 use edge_agent::manual;
 use edge_agent::ops::store::Filter;
+use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 const EXIT_CONFIG: u8 = 64;
 
