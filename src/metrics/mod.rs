@@ -112,7 +112,10 @@ impl Metrics {
 /// The route group of a request path: a fixed set of labels, whatever the path.
 pub fn route_group(path: &str) -> &'static str {
     let path = path.trim_start_matches('/');
-    let first = |prefix: &str| path == prefix || path.starts_with(&format!("{prefix}/"));
+    let first = |prefix: &str| {
+        path.strip_prefix(prefix)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    };
     if first("te/v1/files") || first("tedge/file-transfer") {
         "files"
     } else if first("te/v1/entities") || first("te/v1/state") {

@@ -16,6 +16,7 @@ use prometheus_client::registry::{Registry, Unit};
 use crate::files::counters::Snapshot as FileFigures;
 use crate::ops::store::OpsStats;
 use crate::twin::stats::TwinStats;
+use crate::twin::CHANNEL_KINDS;
 
 type Labels = Vec<(&'static str, String)>;
 
@@ -125,7 +126,10 @@ fn twin_figures(registry: &mut Registry, twin: &TwinStats) {
         registry,
         "mqtt_messages_received",
         "MQTT messages received on entity topics, by channel",
-        c.received.iter().map(|(k, v)| (label("channel", k), *v)),
+        CHANNEL_KINDS
+            .iter()
+            .zip(c.received)
+            .map(|(k, v)| (label("channel", k), v)),
     );
     let mut rejected: Vec<(Labels, u64)> = vec![
         (label("reason", "ignored_topic"), c.mqtt_ignored_topic),
@@ -303,7 +307,8 @@ mod tests {
     #[test]
     fn every_figure_is_named_labelled_and_typed() {
         let mut counters = Counters::default();
-        counters.received.insert("measurement", 7);
+        let measurement = CHANNEL_KINDS.iter().position(|k| *k == "measurement");
+        counters.received[measurement.unwrap()] = 7;
         counters.payload_rejected.insert("measurement", 2);
         counters.changes = 9;
         let mut entities = BTreeMap::new();

@@ -573,18 +573,37 @@ fn section_full(section: &'static str, id: &EntityTopicId, limit: usize) -> Twin
     }
 }
 
+/// The kinds of channel, in [`channel_index`] order: the `channel` labels of the counters.
+pub const CHANNEL_KINDS: [&str; 10] = [
+    "registration",
+    "twin",
+    "config",
+    "measurement",
+    "event",
+    "alarm",
+    "capability",
+    "command",
+    "health",
+    "signal",
+];
+
+/// The position of a channel's kind in [`CHANNEL_KINDS`].
+pub(super) fn channel_index(channel: &Channel) -> usize {
+    match channel {
+        Channel::Registration => 0,
+        Channel::Twin(_) => 1,
+        Channel::Config => 2,
+        Channel::Measurement(_) | Channel::MeasurementMeta(_) => 3,
+        Channel::Event(_) | Channel::EventMeta(_) => 4,
+        Channel::Alarm(_) | Channel::AlarmMeta(_) => 5,
+        Channel::Capability(_) => 6,
+        Channel::Command { .. } | Channel::HealthCheck => 7,
+        Channel::Health | Channel::Status(_) => 8,
+        Channel::Signal(_) => 9,
+    }
+}
+
 /// The `payload_rejected{channel}` label of a channel.
 pub(super) fn channel_kind(channel: &Channel) -> &'static str {
-    match channel {
-        Channel::Registration => "registration",
-        Channel::Twin(_) => "twin",
-        Channel::Config => "config",
-        Channel::Measurement(_) | Channel::MeasurementMeta(_) => "measurement",
-        Channel::Event(_) | Channel::EventMeta(_) => "event",
-        Channel::Alarm(_) | Channel::AlarmMeta(_) => "alarm",
-        Channel::Capability(_) => "capability",
-        Channel::Command { .. } | Channel::HealthCheck => "command",
-        Channel::Health | Channel::Status(_) => "health",
-        Channel::Signal(_) => "signal",
-    }
+    CHANNEL_KINDS[channel_index(channel)]
 }

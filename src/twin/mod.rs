@@ -26,6 +26,8 @@ mod tests;
 pub mod time;
 pub mod vecmap;
 
+pub use data::CHANNEL_KINDS;
+
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch};
 

@@ -5,6 +5,7 @@
 //! persistence records, and the dispatch of MQTT messages; the rules live beside it in
 //! `registry` (entities), `data` (channel payloads), `sync` (§7.4) and `query` (reads).
 
+use super::data::CHANNEL_KINDS;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use bytes::Bytes;
@@ -81,8 +82,9 @@ pub enum LoadError {
 /// Counters of §9, read by logs and (later) metrics.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Counters {
-    /// Messages on entity topics, by channel kind (`measurement`, `registration`, …).
-    pub received: BTreeMap<&'static str, u64>,
+    /// Messages on entity topics, by channel kind: indexed like [`CHANNEL_KINDS`], so that
+    /// counting a message costs no lookup on the ingest path.
+    pub received: [u64; CHANNEL_KINDS.len()],
     /// Changes applied to entities' records (each marks a record for saving).
     pub changes: u64,
     pub mqtt_ignored_topic: u64,
@@ -95,6 +97,16 @@ pub struct Counters {
     pub config_ignored: u64,
     pub sync_completed: u64,
     pub sync_pruned_entities: u64,
+}
+
+impl Counters {
+    /// Messages received on channels of `kind` (one of [`CHANNEL_KINDS`]; 0 for another).
+    pub fn received(&self, kind: &str) -> u64 {
+        CHANNEL_KINDS
+            .iter()
+            .position(|k| *k == kind)
+            .map_or(0, |i| self.received[i])
+    }
 }
 
 /// A registration held until its parent exists (§4.4).
@@ -531,11 +543,7 @@ impl Store {
             }
         };
         if arrived {
-            *self
-                .counters
-                .received
-                .entry(super::data::channel_kind(&channel))
-                .or_default() += 1;
+            self.counters.received[super::data::channel_index(&channel)] += 1;
         }
         if let Phase::Window(window) = &mut self.phase {
             window.s0.remove(topic);

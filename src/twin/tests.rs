@@ -297,7 +297,7 @@ fn a_service_of_an_unknown_device_waits_for_its_device() {
         "device/ghost//"
     );
     // Counted once, when it arrived, not again when it was applied (metrics, issue #7).
-    assert_eq!(store.counters.received["registration"], 2);
+    assert_eq!(store.counters.received("registration"), 2);
 }
 
 #[test]
@@ -609,7 +609,7 @@ fn data_delivered_before_the_suback_waits_for_the_window_instead_of_auto_registe
         json!(1)
     );
     // Held for the window, applied after it: counted once.
-    assert_eq!(store.counters.received["measurement"], 1);
+    assert_eq!(store.counters.received("measurement"), 1);
 }
 
 #[test]

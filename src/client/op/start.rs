@@ -184,38 +184,32 @@ impl Client {
     /// `preparing`.
     pub async fn start_operation(&self, base: &Base, start: &Start) -> Result<Operation, OpError> {
         let url = base.route_url(OPERATIONS_ROUTE, &[]);
-        let Source::Local(local) = &start.source else {
-            let body = request(start, start.cmd_id.as_deref(), None, None);
-            return self
-                .call(
-                    Method::POST,
-                    url,
-                    Some(&body),
-                    StatusCode::CREATED,
-                    "an operation",
-                )
-                .await;
-        };
-        let cmd_id = match &start.cmd_id {
-            Some(id) => id.clone(),
-            None => new_cmd_id(now_millis(), random()),
-        };
-        let path = upload_path(&start.entity, &start.operation, local, &cmd_id);
-        let file_url = base.file_url(&path);
-        let options = PutOptions {
-            expected: start.sha256,
-            create_only: true,
-        };
-        let uploaded = match self.put_with(local, &file_url, options).await {
-            Ok(uploaded) => uploaded,
-            Err(ClientError::Status { status, .. })
-                if status == StatusCode::PRECONDITION_FAILED =>
-            {
-                return Err(OpError::Taken { cmd_id, path })
+        let (body, uploaded) = match &start.source {
+            Source::Local(local) => {
+                let cmd_id = match &start.cmd_id {
+                    Some(id) => id.clone(),
+                    None => new_cmd_id(now_millis(), random()),
+                };
+                let path = upload_path(&start.entity, &start.operation, local, &cmd_id);
+                let file_url = base.file_url(&path);
+                let options = PutOptions {
+                    expected: start.sha256,
+                    create_only: true,
+                };
+                let uploaded = match self.put_with(local, &file_url, options).await {
+                    Ok(uploaded) => uploaded,
+                    Err(ClientError::Status { status, .. })
+                        if status == StatusCode::PRECONDITION_FAILED =>
+                    {
+                        return Err(OpError::Taken { cmd_id, path })
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+                let body = request(start, Some(&cmd_id), Some(&path), Some(uploaded.digest));
+                (body, Some(file_url))
             }
-            Err(e) => return Err(e.into()),
+            _ => (request(start, start.cmd_id.as_deref(), None, None), None),
         };
-        let body = request(start, Some(&cmd_id), Some(&path), Some(uploaded.digest));
         let started = self
             .call(
                 Method::POST,
@@ -225,10 +219,10 @@ impl Client {
                 "an operation",
             )
             .await;
-        if started.is_err() {
+        if let (Err(_), Some(file_url)) = (&started, &uploaded) {
             // Refused (or lost): the upload serves nothing. The start's error is the one to
             // report; a removal that fails leaves a file the store's quota still sees.
-            if let Err(e) = self.rm(&file_url).await {
+            if let Err(e) = self.rm(file_url).await {
                 eprintln!("cannot remove the upload again: {e}");
             }
         }
