@@ -38,6 +38,7 @@ const RELOAD_TIMEOUT: Duration = Duration::from_secs(90);
 /// The signals `run` answers, installed before the agent starts so that a SIGHUP or SIGTERM
 /// sent while it loads is kept for [`supervise`] instead of ending the process.
 pub struct Signals {
+    interrupt: Option<Signal>,
     terminate: Option<Signal>,
     hangup: Option<Signal>,
 }
@@ -46,6 +47,7 @@ impl Signals {
     /// Must be called inside the runtime.
     pub fn install() -> Signals {
         Signals {
+            interrupt: listen(SignalKind::interrupt()),
             terminate: listen(SignalKind::terminate()),
             hangup: listen(SignalKind::hangup()),
         }
@@ -58,6 +60,7 @@ type Pending<'a, T> = Option<std::pin::Pin<Box<dyn std::future::Future<Output = 
 /// probe run beside the loop, never in it: a stop is acted on at once whatever they wait for.
 pub async fn supervise(agent: &Agent, signals: Signals) {
     let Signals {
+        mut interrupt,
         mut terminate,
         mut hangup,
     } = signals;
@@ -79,7 +82,7 @@ pub async fn supervise(agent: &Agent, signals: Signals) {
     ]);
     loop {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => break,
+            _ = next(&mut interrupt) => break,
             _ = next(&mut terminate) => break,
             _ = next(&mut hangup) => {
                 if reload.is_some() {

@@ -300,13 +300,30 @@ impl Store {
             .len();
         let _one_at_a_time = self.0.commit.lock().unwrap_or_else(|e| e.into_inner());
         let (full, parent, old_len) = self.target(path)?;
-        let used = self.0.used.load(Ordering::Relaxed).saturating_sub(old_len);
-        if used + self.0.reserved.load(Ordering::Relaxed) + len > self.0.config.quota_bytes {
+        if !self.reserve(len, old_len) {
             return Err(FileError::Quota {
                 path: path.shown().to_owned(),
                 quota: self.0.config.quota_bytes,
             });
         }
+        let linked = self.put_link(path, source, digest, &full, &parent);
+        if linked.is_ok() {
+            self.0.used.fetch_add(len, Ordering::Relaxed);
+            self.release_used(old_len);
+        }
+        self.unreserve(len);
+        linked
+    }
+
+    /// [`Store::link`]'s file work, with the quota reserved and the commit lock held.
+    fn put_link(
+        &self,
+        path: &StorePath,
+        source: &Path,
+        digest: Sha256,
+        full: &Path,
+        parent: &Path,
+    ) -> Result<(), FileError> {
         // A new name in the temp dir, linked, then renamed over the path: readers see the old
         // file or the new one, never none.
         let temp = self.temp_file()?.into_temp_path();
@@ -325,15 +342,13 @@ impl Store {
             .records
             .put(path.as_str(), Stamp::of(&m), digest)
             .map_err(|e| cleanup(FileError::io(format!("recording the digest of {path}"), e)))?;
-        fs::rename(&temp_name, &full)
+        fs::rename(&temp_name, full)
             .map_err(|e| cleanup(FileError::io(format!("renaming the link of {path}"), e)))?;
         // rename(2) does nothing when both names are links to one file (a file linked onto
         // itself): the temp name is then still there.
         let _ = fs::remove_file(&temp_name);
-        sync_dir(&parent)
+        sync_dir(parent)
             .map_err(|e| FileError::io(format!("syncing the directory of {path}"), e))?;
-        self.0.used.fetch_add(len, Ordering::Relaxed);
-        self.release_used(old_len);
         Ok(())
     }
 

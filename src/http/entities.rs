@@ -151,7 +151,6 @@ fn is_read(method: &Method) -> bool {
     method == Method::GET || method == Method::HEAD
 }
 
-/// 200 with the twin's JSON, or 204 when it has none.
 /// The state document with the entity's operations (issue #5), each with its history, as a
 /// last member `operations`; the document is unchanged for an entity that has none.
 async fn with_operations(mut reply: TwinReply, ops: &OpsHandle, id: EntityTopicId) -> TwinReply {
@@ -159,7 +158,10 @@ async fn with_operations(mut reply: TwinReply, ops: &OpsHandle, id: EntityTopicI
         entity: Some(id.as_str().to_owned()),
         ..Filter::default()
     };
-    let Ok(found) = ops.list(filter).await else {
+    // The operations task saves its table as it goes: a read of the twin never waits on it
+    // for long, and is answered without the operations rather than held up.
+    let listed = tokio::time::timeout(crate::metrics::ASK_TIMEOUT, ops.list(filter)).await;
+    let Ok(Ok(found)) = listed else {
         return reply;
     };
     if found.is_empty() {

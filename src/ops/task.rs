@@ -195,18 +195,25 @@ impl OpsTask {
                 }
                 Some(request) = self.requests.recv() => self.on_request(request).await,
                 Some(update) = self.updates.recv() => {
+                    // Every update already queued is applied before one save: a burst of
+                    // statuses costs one write of the table, not one each.
                     let now = Timestamp::now();
-                    let (changed, actions) = self.store.on_update(
-                        &update.entity,
-                        &update.operation,
-                        &update.cmd_id,
-                        &update.payload,
-                        now,
-                    );
-                    if !actions.is_empty() {
+                    let (mut changed, mut actions) = (false, Vec::new());
+                    let mut next = Some(update);
+                    while let Some(update) = next {
+                        let (c, a) = self.store.on_update(
+                            &update.entity,
+                            &update.operation,
+                            &update.cmd_id,
+                            &update.payload,
+                            now,
+                        );
+                        changed |= c;
+                        actions.extend(a);
+                        next = self.updates.try_recv().ok();
+                    }
+                    if changed || !actions.is_empty() {
                         self.carry_out(actions).await;
-                    } else if changed {
-                        self.save().await;
                     }
                 }
                 Some((cmd_id, result)) = self.prepared.recv() => {
@@ -318,10 +325,9 @@ impl OpsTask {
         });
     }
 
+    /// Carries out `actions` and saves the table; called after every change, with or without
+    /// actions (a timeout of an operation still being prepared changes it and publishes nothing).
     async fn carry_out(&mut self, actions: Vec<Action>) {
-        if actions.is_empty() {
-            return;
-        }
         for action in actions {
             match action {
                 Action::Publish {

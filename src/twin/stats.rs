@@ -12,7 +12,8 @@ pub struct TwinStats {
     pub counters: Counters,
     /// `device`, `child-device`, `service` → how many are registered.
     pub entities: BTreeMap<&'static str, u64>,
-    /// Each mosquitto bridge service that reported its health, and whether it is `up`.
+    /// Each mosquitto bridge service of the main device that reported its health, and whether
+    /// it is `up`.
     pub bridges: Vec<(EntityTopicId, bool)>,
 }
 
@@ -20,10 +21,17 @@ impl Store {
     pub fn stats(&self) -> TwinStats {
         let mut entities = BTreeMap::new();
         let mut bridges = Vec::new();
+        let main = self.cfg.main.default_device_name();
         for entity in self.entities.values() {
             *entities.entry(entity.etype.as_str()).or_default() += 1;
             let Some(extra) = &entity.extra else { continue };
-            if extra.bridge.is_some() {
+            // The agent's bridges are services of the main device; a child's service of the
+            // same name is another broker's.
+            let of_main = entity
+                .id
+                .default_service_names()
+                .is_some_and(|(device, _)| Some(device) == main);
+            if extra.bridge.is_some() && of_main {
                 let up = extra.health.as_ref().is_some_and(|h| h.status == "up");
                 bridges.push((entity.id.clone(), up));
             }

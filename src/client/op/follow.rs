@@ -53,25 +53,37 @@ impl End {
     }
 }
 
-/// The statuses shown so far.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The last status shown. Not a count: the agent keeps the first transition and the latest
+/// ones only (`MAX_HISTORY`), so past that length positions shift while the length stays.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Follow {
-    shown: usize,
+    last: Option<Transition>,
 }
 
 impl Follow {
     /// Following `op`, whose statuses so far are not shown again.
     pub fn after(op: &Operation) -> Follow {
         Follow {
-            shown: op.history.len(),
+            last: op.history.last().cloned(),
         }
     }
 
     /// The lines of the statuses `op` went through since the last call, and its end if it has
-    /// ended.
+    /// ended. When the last one shown was dropped from the history meanwhile, everything after
+    /// the first transition is new.
     pub fn update(&mut self, op: &Operation) -> (Vec<String>, Option<End>) {
-        let new = op.history.get(self.shown..).unwrap_or_default();
-        self.shown = self.shown.max(op.history.len());
+        let from = match &self.last {
+            None => 0,
+            Some(last) => op
+                .history
+                .iter()
+                .rposition(|t| t == last)
+                .map_or(1, |i| i + 1),
+        };
+        let new = op.history.get(from..).unwrap_or_default();
+        if let Some(latest) = new.last() {
+            self.last = Some(latest.clone());
+        }
         (new.iter().map(line).collect(), End::of(op))
     }
 }
@@ -178,6 +190,32 @@ mod tests {
             Some(End::Failed("".into()))
         );
         assert_eq!(End::of(&op(&[("executing", None)])), None);
+    }
+
+    #[test]
+    fn statuses_keep_coming_once_the_history_is_capped() {
+        // A child cycling through its own steps: the agent keeps the first and the latest 99.
+        let steps: Vec<String> = (0..300).map(|i| format!("step-{i}")).collect();
+        let capped = |upto: usize| {
+            let mut history = vec![("preparing", None)];
+            let first = upto.saturating_sub(crate::ops::model::MAX_HISTORY - 1);
+            history.extend(steps[first..upto].iter().map(|s| (s.as_str(), None)));
+            op(&history)
+        };
+        let mut follow = Follow::after(&capped(120));
+        assert_eq!(
+            follow.update(&capped(122)),
+            (vec!["step-120".to_owned(), "step-121".to_owned()], None)
+        );
+        assert_eq!(follow.update(&capped(122)), (vec![], None));
+        let (lines, _) = follow.update(&capped(150));
+        assert_eq!(lines.first().map(String::as_str), Some("step-122"));
+        assert_eq!(lines.len(), 28);
+        // More steps than the history holds between two polls: all that is still there.
+        let (lines, _) = follow.update(&capped(300));
+        assert_eq!(lines.len(), crate::ops::model::MAX_HISTORY - 1);
+        assert_eq!(lines.first().map(String::as_str), Some("step-201"));
+        assert_eq!(lines.last().map(String::as_str), Some("step-299"));
     }
 
     #[test]
