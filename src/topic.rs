@@ -236,6 +236,17 @@ impl fmt::Display for Channel {
 }
 
 /// Parses an MQTT topic under `root` into an entity topic id and a channel.
+/// True for a name that is one plain topic level (a topic root, an operation): not empty, not
+/// `.` or `..`, without `/`, `+`, `#`, spaces or control characters. It also goes into bridge
+/// files, which mosquitto splits on spaces, and into file names.
+pub fn is_plain_level(name: &str) -> bool {
+    !name.is_empty()
+        && name != "."
+        && name != ".."
+        && !name.contains(['/', '+', '#'])
+        && !name.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
 pub fn parse_topic(root: &str, topic: &str) -> Result<(EntityTopicId, Channel), TopicError> {
     let levels: Vec<&str> = topic.split('/').collect();
     if levels.len() < 5 || levels[0] != root {

@@ -40,7 +40,7 @@ impl FromStr for HandlerSpec {
     /// Splits at the first `=`: operation names have none, commands may.
     fn from_str(text: &str) -> Result<HandlerSpec, InvalidHandler> {
         let (op, command) = text.split_once('=').ok_or(InvalidHandler::NoEquals)?;
-        if op.is_empty() || op.contains(['/', '+', '#', '\0']) {
+        if !crate::topic::is_plain_level(op) {
             return Err(InvalidHandler::BadOp(op.to_owned()));
         }
         if op == "health" {

@@ -80,13 +80,7 @@ pub(super) fn resolve(raw: RawConfig, o: &Origins, problems: &mut Vec<Problem>) 
         }
     };
     let topic_root = raw.mqtt.topic_root.unwrap_or(mqtt_defaults.topic_root);
-    // It also goes into bridge files, which mosquitto splits on spaces.
-    if topic_root.is_empty()
-        || topic_root.contains(['/', '+', '#'])
-        || topic_root
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control())
-    {
+    if !crate::topic::is_plain_level(&topic_root) {
         bad(
             "mqtt.topic_root",
             format!(
@@ -344,10 +338,7 @@ fn resolve_operations(
     let mut timeouts = defaults.timeouts;
     for (op, interval) in raw.timeouts.unwrap_or_default() {
         let key = format!("operations.timeouts.{op}");
-        let valid = !op.is_empty()
-            && !op.contains(['/', '+', '#'])
-            && !op.chars().any(|c| c.is_whitespace() || c.is_control());
-        if !valid {
+        if !crate::topic::is_plain_level(&op) {
             problems.push(o.at(&key, format!("is not an operation name: {op:?}")));
             continue;
         }

@@ -74,9 +74,7 @@ async fn list(ops: &OpsHandle, query: Option<&str>) -> Result<Response, ApiError
         .filter(|p| !p.is_empty())
     {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        let value = percent_decode_str(&value.replace('+', " "))
-            .decode_utf8_lossy()
-            .into_owned();
+        let value = super::path::form_decode(value)?;
         match key {
             "entity" => filter.entity = Some(normalized(&value)?),
             "operation" => filter.operation = Some(value),

@@ -117,7 +117,7 @@ pub fn filter_query(raw: Option<&str>) -> Result<Filter, PathError> {
 }
 
 /// Form decoding: `+` is a space, then percent-decoding.
-fn form_decode(raw: &str) -> Result<String, PathError> {
+pub(super) fn form_decode(raw: &str) -> Result<String, PathError> {
     let spaced = raw.replace('+', " ");
     percent_decode_str(&spaced)
         .decode_utf8()

@@ -187,11 +187,7 @@ pub fn check(request: Request) -> Result<NewOperation, String> {
         return Err("\"health\" is not an operation: health checks have no lifecycle".into());
     }
     if let Some(id) = &request.cmd_id {
-        // It names a topic level, a file and a URL path segment: plain characters only.
-        let plain = id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'~'));
-        if id.is_empty() || !plain || id == "." || id == ".." {
+        if !is_plain_name(id) {
             return Err(format!(
                 "cmd_id must be letters, digits, '.', '_', '-' or '~': {id:?}"
             ));
@@ -252,14 +248,18 @@ pub fn check(request: Request) -> Result<NewOperation, String> {
     })
 }
 
+/// A command id: it names a topic level, a file and a URL path segment, so plain characters
+/// only (letters, digits, `.`, `_`, `-`, `~`), and neither `.` nor `..`.
+pub fn is_plain_name(text: &str) -> bool {
+    let plain = text
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'~'));
+    plain && !text.is_empty() && text != "." && text != ".."
+}
+
 /// One topic level: not empty, no `/`, `+`, `#`, spaces or control characters.
 fn check_level(name: &str, value: &str) -> Result<(), String> {
-    let bad = value.is_empty()
-        || value == "."
-        || value == ".."
-        || value.contains(['/', '+', '#'])
-        || value.chars().any(|c| c.is_whitespace() || c.is_control());
-    match bad {
+    match !crate::topic::is_plain_level(value) {
         true => Err(format!(
             "{name} must be one topic level, without '/', '+', '#' or spaces: {value:?}"
         )),

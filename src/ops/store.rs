@@ -250,14 +250,6 @@ impl OpsStore {
         found
     }
 
-    /// The operations of one entity (for its state document).
-    pub fn of_entity(&self, entity: &EntityTopicId) -> Vec<&Operation> {
-        self.list(&Filter {
-            entity: Some(entity.as_str().to_owned()),
-            ..Filter::default()
-        })
-    }
-
     /// Registers a new operation, `preparing`: the task then makes its file available and
     /// calls [`OpsStore::prepared`].
     pub fn start(
@@ -505,13 +497,13 @@ impl OpsStore {
         if op.status == PREPARING || op.is_final() {
             return (false, Vec::new());
         }
-        let Ok(Value::Object(object)) = serde_json::from_slice::<Value>(payload) else {
+        // The twin's command rules: a JSON object, a missing status is `init`.
+        let Ok(object) = crate::twin::payload::parse_command(payload) else {
             return (false, Vec::new());
         };
         let status = match object.get("status") {
-            None => INIT.to_owned(),
             Some(Value::String(s)) if !s.is_empty() => s.clone(),
-            Some(_) => return (false, Vec::new()),
+            _ => return (false, Vec::new()),
         };
         // `preparing` is the agent's; `init` again (its own command delivered again) would
         // move the operation back.

@@ -247,8 +247,7 @@ impl OpsTask {
         let now = Timestamp::now();
         match request {
             Request::Start(new, facts, reply) => {
-                let source = new.source.clone();
-                if let Source::Stored(path) = &source {
+                if let Source::Stored(path) = &new.source {
                     // Refused now, rather than failing once the operation has started.
                     let files = self.files.clone();
                     let wanted = path.clone();
@@ -273,11 +272,7 @@ impl OpsTask {
                         "operation started"
                     );
                     self.save().await;
-                    let mut op = op.clone();
-                    if let Source::Remote(url) = source {
-                        op.remote_url = Some(url);
-                    }
-                    self.prepare(&op);
+                    self.prepare(op);
                 }
                 let _ = reply.send(result);
             }

@@ -101,10 +101,7 @@ pub fn payload(settings: &[Setting]) -> Map<String, Value> {
 /// An operation name or a command id as `op` takes them: letters, digits, `-`, `_`, `.` and
 /// `~` (a topic level, and a file name in the store that needs no escaping).
 pub fn check_name(what: &str, text: &str) -> Result<String, String> {
-    let plain = text
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~'));
-    if text.is_empty() || text == "." || text == ".." || !plain {
+    if !crate::ops::model::is_plain_name(text) {
         return Err(format!(
             "{what} {text:?}: use letters, digits, '-', '_', '.' and '~'"
         ));
@@ -188,7 +185,7 @@ impl Client {
             Source::Local(local) => {
                 let cmd_id = match &start.cmd_id {
                     Some(id) => id.clone(),
-                    None => new_cmd_id(now_millis(), random()),
+                    None => new_cmd_id(crate::twin::time::Timestamp::now().as_millis(), random()),
                 };
                 let path = upload_path(&start.entity, &start.operation, local, &cmd_id);
                 let file_url = base.file_url(&path);
@@ -228,13 +225,6 @@ impl Client {
         }
         started
     }
-}
-
-fn now_millis() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
 }
 
 /// Two random bytes; zeros if the system has none to give (the milliseconds still differ).
