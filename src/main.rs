@@ -22,7 +22,7 @@ use edge_agent::cli::{
 use edge_agent::client::health::Probe;
 use edge_agent::client::op::{render, End, Source, Start};
 use edge_agent::client::{self, Base, Client, TlsOptions};
-use edge_agent::config::{self, Config, LogFormat};
+use edge_agent::config::{self, Config, HttpConfig, LogFormat};
 use edge_agent::manual;
 use edge_agent::ops::store::Filter;
 use tracing_subscriber::filter::{LevelFilter, Targets};
@@ -187,12 +187,9 @@ fn files(
     };
     let base = match options.url {
         Some(base) => Some(base),
-        None if remote.needs_base() => match public_url(config_path, env) {
+        None if remote.needs_base() => match agent_base(config_path, env, PUBLIC_URL) {
             Ok(base) => Some(base),
-            Err(error) => {
-                eprintln!("edge-agent: {error:#}");
-                return ExitCode::from(EXIT_CONFIG);
-            }
+            Err(code) => return code,
         },
         None => None,
     };
@@ -200,23 +197,13 @@ fn files(
         eprintln!("edge-agent: no base URL for {remote}");
         return ExitCode::from(EXIT_CONFIG);
     };
-    let outcome = with_client(options.tls.options(), |client| async move {
+    printed(with_client(options.tls.options(), |client| async move {
         Ok(match action {
             FilesAction::Put { local, .. } => client.put(&local, &url).await?.to_string(),
             FilesAction::Get { local, .. } => client.get(&url, &local).await?.to_string(),
             FilesAction::Rm { .. } => client.rm(&url).await?.to_string(),
         })
-    });
-    match outcome {
-        Ok(line) => {
-            println!("{line}");
-            ExitCode::SUCCESS
-        }
-        Err(error) => {
-            eprintln!("edge-agent: {error:#}");
-            ExitCode::FAILURE
-        }
-    }
+    }))
 }
 
 /// `op start|list|show|cancel|fetch`: the configuration is read only when no
@@ -229,12 +216,9 @@ fn op(
 ) -> ExitCode {
     let base = match options.gateway_url {
         Some(base) => base,
-        None => match public_url(config_path, env) {
+        None => match agent_base(config_path, env, PUBLIC_URL) {
             Ok(base) => base,
-            Err(error) => {
-                eprintln!("edge-agent: {error:#}");
-                return ExitCode::from(EXIT_CONFIG);
-            }
+            Err(code) => return code,
         },
     };
     let outcome = with_client(options.tls.options(), |client| async move {
@@ -412,30 +396,48 @@ fn written_or_failed(written: std::io::Result<()>, what: &str) -> ExitCode {
 fn health(config_path: Option<&Path>, env: &[(String, String)], args: HealthArgs) -> ExitCode {
     let base = match args.url {
         Some(base) => base,
-        None => {
-            let local = config::load(config_path, env)
-                .map_err(anyhow::Error::new)
-                .and_then(|config| {
-                    let url = config.http.local_url();
-                    url.parse::<Base>()
-                        .with_context(|| format!("invalid agent URL {url:?}"))
-                });
-            match local {
-                Ok(base) => base,
-                Err(error) => {
-                    eprintln!("edge-agent: {error:#}");
-                    return ExitCode::from(EXIT_CONFIG);
-                }
-            }
-        }
+        None => match agent_base(config_path, env, ("http.bind", HttpConfig::local_url)) {
+            Ok(base) => base,
+            Err(code) => return code,
+        },
     };
     let probe = if args.live { Probe::Live } else { Probe::Ready };
-    let outcome = with_client(args.tls.options(), |client| async move {
-        Ok(client.health(&base, probe, args.timeout).await?)
-    });
+    printed(with_client(args.tls.options(), |client| async move {
+        let body = client.health(&base, probe, args.timeout).await?;
+        Ok(body.trim_end().to_owned())
+    }))
+}
+
+/// Which URL of the configuration a client command takes, and the key it comes from.
+type AgentUrl = (&'static str, fn(&HttpConfig) -> String);
+
+const PUBLIC_URL: AgentUrl = ("http.public_url", |http| http.public_url.clone());
+
+/// The agent's base URL from the configuration, when the command line gave none; a bad
+/// configuration is said on stderr and is the exit code 64.
+fn agent_base(
+    config_path: Option<&Path>,
+    env: &[(String, String)],
+    (key, url): AgentUrl,
+) -> Result<Base, ExitCode> {
+    let base = config::load(config_path, env)
+        .map_err(anyhow::Error::new)
+        .and_then(|config| {
+            let url = url(&config.http);
+            url.parse::<Base>()
+                .with_context(|| format!("invalid {key} {url:?}"))
+        });
+    base.map_err(|error| {
+        eprintln!("edge-agent: {error:#}");
+        ExitCode::from(EXIT_CONFIG)
+    })
+}
+
+/// A client command's result on stdout (0), or its failure on stderr (1).
+fn printed(outcome: anyhow::Result<String>) -> ExitCode {
     match outcome {
-        Ok(body) => {
-            println!("{}", body.trim_end());
+        Ok(line) => {
+            println!("{line}");
             ExitCode::SUCCESS
         }
         Err(error) => {
@@ -443,16 +445,6 @@ fn health(config_path: Option<&Path>, env: &[(String, String)], args: HealthArgs
             ExitCode::FAILURE
         }
     }
-}
-
-/// The configuration's `http.public_url`, as a base URL.
-fn public_url(config_path: Option<&Path>, env: &[(String, String)]) -> anyhow::Result<Base> {
-    let config = config::load(config_path, env)?;
-    config
-        .http
-        .public_url
-        .parse()
-        .with_context(|| format!("invalid http.public_url {:?}", config.http.public_url))
 }
 
 /// SIGINT and SIGTERM, as one future.

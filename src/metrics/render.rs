@@ -8,9 +8,11 @@
 use std::collections::BTreeMap;
 
 use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeMetric;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::TypedMetric;
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::files::counters::Snapshot as FileFigures;
@@ -71,28 +73,41 @@ fn gauge(registry: &mut Registry, name: &str, help: &str, value: i64) {
     registry.register(name, help, metric);
 }
 
-fn counters<'a>(
+fn counters(
     registry: &mut Registry,
     name: &str,
     help: &str,
-    values: impl IntoIterator<Item = (Labels, u64)> + 'a,
+    values: impl IntoIterator<Item = (Labels, u64)>,
 ) {
-    let family = Family::<Labels, Counter>::default();
-    for (labels, value) in values {
-        family.get_or_create(&labels).inc_by(value);
-    }
-    registry.register(name, help, family);
+    family(registry, name, help, values, |c: &Counter, v| {
+        c.inc_by(v);
+    });
 }
 
-fn gauges<'a>(
+fn gauges(
     registry: &mut Registry,
     name: &str,
     help: &str,
-    values: impl IntoIterator<Item = (Labels, i64)> + 'a,
+    values: impl IntoIterator<Item = (Labels, i64)>,
 ) {
-    let family = Family::<Labels, Gauge>::default();
+    family(registry, name, help, values, |g: &Gauge, v| {
+        g.set(v);
+    });
+}
+
+/// A labelled family of metrics `M`, each given its value by `set`.
+fn family<M, V>(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    values: impl IntoIterator<Item = (Labels, V)>,
+    set: impl Fn(&M, V),
+) where
+    M: Default + EncodeMetric + TypedMetric + Send + Sync + std::fmt::Debug + 'static,
+{
+    let family = Family::<Labels, M>::default();
     for (labels, value) in values {
-        family.get_or_create(&labels).set(value);
+        set(&family.get_or_create(&labels), value);
     }
     registry.register(name, help, family);
 }
