@@ -155,55 +155,29 @@ pub async fn start_following(
         Ok::<_, StartError>((persist, store))
     })
     .await;
-    let (persist, store) = match loaded {
-        Ok(Ok(parts)) => parts,
-        Ok(Err(e)) => {
-            http_stop.cancel();
-            return Err(e);
-        }
-        Err(e) => {
-            http_stop.cancel();
-            return Err(e.into());
-        }
-    };
+    // From here on a failure to start also stops the HTTP server already serving.
+    let serving = http_stop.clone().drop_guard();
+    let (persist, store) = loaded??;
     tracing::info!(entities = store.len(), "loaded the persisted twin");
 
-    let options = match mqtt::options(&config, store.down_health()) {
-        Ok(o) => o,
-        Err(e) => {
-            http_stop.cancel();
-            return Err(e.into());
-        }
-    };
+    let options = mqtt::options(&config, store.down_health())?;
     let (publisher, connection) = Connection::new(options, &config, metrics);
     let ops_path = crate::ops::persist::path(&config.data_dir);
-    let loaded_ops = {
-        let path = ops_path.clone();
-        tokio::task::spawn_blocking(move || crate::ops::persist::load_or_set_aside(&path)).await
-    };
-    let loaded_ops = match loaded_ops {
-        Ok(Ok(ops)) => ops,
-        Ok(Err(e)) => {
-            http_stop.cancel();
-            return Err(e.into());
-        }
-        Err(e) => {
-            http_stop.cancel();
-            return Err(e.into());
-        }
-    };
     let fetch_options = crate::ops::fetch::FetchOptions {
         max_bytes: config.files.max_file_bytes,
         ..Default::default()
     };
     // In the store's own directory: a download is served by a hard link to it.
     let cache = config.files.dir.join(".edge-agent").join("cache");
-    let fetcher = match crate::ops::fetch::Fetcher::new(cache, fetch_options) {
-        Ok(fetcher) => fetcher,
-        Err(e) => {
-            http_stop.cancel();
-            return Err(e.into());
-        }
+    // File system work, off the runtime's threads (the HTTP server is serving already).
+    let (loaded_ops, fetcher) = {
+        let path = ops_path.clone();
+        tokio::task::spawn_blocking(move || {
+            let ops = crate::ops::persist::load_or_set_aside(&path)?;
+            let fetcher = crate::ops::fetch::Fetcher::new(cache, fetch_options)?;
+            Ok::<_, StartError>((ops, fetcher))
+        })
+        .await??
     };
     let ops_settings = crate::ops::store::Settings {
         root: config.mqtt.topic_root.clone(),
@@ -252,6 +226,7 @@ pub async fn start_following(
         commands: Some(commands),
     };
     let twin = tokio::spawn(task.run(twin_stop.clone()));
+    serving.disarm();
     Ok(Agent {
         http_addr,
         files,
