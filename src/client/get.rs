@@ -276,17 +276,7 @@ fn check_range(url: &Url, headers: &HeaderMap, offset: u64) -> Result<(), Client
         .get(CONTENT_RANGE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    let parts = value.strip_prefix("bytes ").and_then(|r| {
-        let (range, total) = r.split_once('/')?;
-        let (start, end) = range.split_once('-')?;
-        Some((
-            start.trim().parse::<u64>().ok()?,
-            end.trim().parse::<u64>().ok()?,
-            total.trim().parse::<u64>().ok()?,
-        ))
-    });
-    if parts.is_some_and(|(start, end, total)| start == offset && end.checked_add(1) == Some(total))
-    {
+    if range_total(value, offset).is_some() {
         Ok(())
     } else {
         Err(ClientError::BadRange {
@@ -295,6 +285,19 @@ fn check_range(url: &Url, headers: &HeaderMap, offset: u64) -> Result<(), Client
             content_range: value.to_owned(),
         })
     }
+}
+
+/// A `Content-Range` of a part that runs from `offset` to the end: its total length. Also the
+/// operations' downloader's check (`ops::fetch`).
+pub(crate) fn range_total(content_range: &str, offset: u64) -> Option<u64> {
+    let (range, total) = content_range.strip_prefix("bytes ")?.split_once('/')?;
+    let (start, end) = range.split_once('-')?;
+    let (start, end, total) = (
+        start.trim().parse::<u64>().ok()?,
+        end.trim().parse::<u64>().ok()?,
+        total.trim().parse::<u64>().ok()?,
+    );
+    (start == offset && end.checked_add(1) == Some(total)).then_some(total)
 }
 
 fn announced_digest(url: &Url, headers: &HeaderMap) -> Result<Option<Sha256>, ClientError> {

@@ -138,7 +138,8 @@ fn has_scheme(text: &str) -> bool {
     text.contains("://")
 }
 
-fn parse_http_url(text: &str) -> Result<Url, InvalidRemote> {
+/// An absolute `http` or `https` URL with a host (also the operations' downloader's rule).
+pub(crate) fn parse_http_url(text: &str) -> Result<Url, InvalidRemote> {
     let url = Url::parse(text).map_err(|e| InvalidRemote::Url {
         text: text.to_owned(),
         reason: e.to_string(),

@@ -16,6 +16,8 @@
 //! Not here: where the file is served from, and when it is no longer needed (the operations
 //! call [`Fetcher::evict`]).
 
+use crate::client::get::range_total;
+use crate::client::remote::{parse_http_url, InvalidRemote};
 use std::collections::HashMap;
 use std::fmt;
 use std::io::{self, SeekFrom};
@@ -206,24 +208,15 @@ struct Target {
 
 impl Target {
     fn parse(url: &str, sha256: Option<&str>) -> Result<Target, FetchError> {
-        let parsed = Url::parse(url).map_err(|e| FetchError::InvalidUrl {
-            url: url.to_owned(),
-            reason: e.to_string(),
+        let parsed = parse_http_url(url).map_err(|e| match e {
+            InvalidRemote::Url { reason, .. } => FetchError::InvalidUrl {
+                url: url.to_owned(),
+                reason,
+            },
+            _ => FetchError::UnsupportedScheme {
+                url: url.to_owned(),
+            },
         })?;
-        match parsed.scheme() {
-            "http" | "https" if parsed.has_host() => {}
-            "http" | "https" => {
-                return Err(FetchError::InvalidUrl {
-                    url: url.to_owned(),
-                    reason: "no host".to_owned(),
-                })
-            }
-            _ => {
-                return Err(FetchError::UnsupportedScheme {
-                    url: url.to_owned(),
-                })
-            }
-        }
         let expected = sha256
             .map(|value| {
                 value
@@ -277,18 +270,6 @@ fn validator(headers: &HeaderMap) -> Option<String> {
         Some(etag) if !etag.starts_with("W/") => Some(etag.to_owned()),
         _ => text(LAST_MODIFIED).map(str::to_owned),
     }
-}
-
-/// A `Content-Range` of a part that runs from `offset` to the end: its total length.
-fn range_total(content_range: &str, offset: u64) -> Option<u64> {
-    let (range, total) = content_range.strip_prefix("bytes ")?.split_once('/')?;
-    let (start, end) = range.split_once('-')?;
-    let (start, end, total) = (
-        start.trim().parse::<u64>().ok()?,
-        end.trim().parse::<u64>().ok()?,
-        total.trim().parse::<u64>().ok()?,
-    );
-    (start == offset && end.checked_add(1) == Some(total)).then_some(total)
 }
 
 /// Whether an answer is worth asking again: server errors, and the two client errors that say
