@@ -38,10 +38,7 @@ async fn a_stream_starts_with_a_reset_then_carries_every_change_with_its_new_val
     assert_eq!(sse.headers["cache-control"], "no-cache");
     let reset = sse.next().await;
     assert_eq!(reset.event, "reset");
-    assert_eq!(
-        reset.json(),
-        json!({"seq": reset.seq(), "reason": "start"})
-    );
+    assert_eq!(reset.json(), json!({"seq": reset.seq(), "reason": "start"}));
 
     let t = ago(5);
     rig.publish(
@@ -64,7 +61,8 @@ async fn a_stream_starts_with_a_reset_then_carries_every_change_with_its_new_val
         true,
     )
     .await;
-    rig.publish(&format!("te/{CHILD}/a/high_temp"), "", true).await;
+    rig.publish(&format!("te/{CHILD}/a/high_temp"), "", true)
+        .await;
     rig.publish(&format!("te/{CHILD}/cmd/restart"), "{}", true)
         .await;
     rig.publish(
@@ -79,8 +77,12 @@ async fn a_stream_starts_with_a_reset_then_carries_every_change_with_its_new_val
         false,
     )
     .await;
-    rig.publish(&format!("te/{CHILD}/status/health"), r#"{"status":"up"}"#, true)
-        .await;
+    rig.publish(
+        &format!("te/{CHILD}/status/health"),
+        r#"{"status":"up"}"#,
+        true,
+    )
+    .await;
     rig.publish(&format!("te/{CHILD}"), "", true).await;
 
     let events = sse.of(CHILD, 10).await;
@@ -178,7 +180,11 @@ async fn a_client_resumes_without_a_gap_and_is_reset_once_it_fell_out_of_the_jou
     let mut resumed = Sse::open(&url, Some(&last.to_string())).await;
     let events = resumed.of(CHILD, 2).await;
     assert_eq!(
-        events.iter().map(change).map(|d| d["value"].clone()).collect::<Vec<_>>(),
+        events
+            .iter()
+            .map(change)
+            .map(|d| d["value"].clone())
+            .collect::<Vec<_>>(),
         [json!(3), json!(4)]
     );
     assert!(events[0].seq() > last);

@@ -84,7 +84,8 @@ impl Sse {
                 }
             }
             let chunk = self.body.next().await?.ok()?;
-            self.buf.push_str(std::str::from_utf8(&chunk).expect("UTF-8 events"));
+            self.buf
+                .push_str(std::str::from_utf8(&chunk).expect("UTF-8 events"));
         }
     }
 
