@@ -33,7 +33,7 @@ lint:
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
 
-# `make bench ONLY=files` runs only the file transfer figures.
+# `make bench ONLY=files` runs only the file transfer figures, `ONLY=live` only issue #7's.
 bench:
 	cargo build --release --bin edge-agent
 	BENCH_ONLY=$(ONLY) cargo run --release --example bench

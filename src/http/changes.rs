@@ -10,7 +10,8 @@
 //! - a `: keep-alive` comment every [`KEEP_ALIVE`] when nothing happens.
 //!
 //! The stream is read by hyper only as fast as the client takes it, so a slow client costs a
-//! position in the journal and nothing else. Streams end when the server shuts down.
+//! position in the journal and nothing else; changes go out in batches at most every
+//! [`LINGER`]. Streams end when the server shuts down.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -28,6 +29,10 @@ use super::path::{form_decode, PathError};
 use crate::twin::feed::{ChangeFeed, Client, Read};
 
 pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// How long a client waits after a change before reading: the changes of that time go out in
+/// one write, so a stream of thousands of changes per second costs each client tens of
+/// wake-ups and writes per second, not thousands.
+const LINGER: Duration = Duration::from_millis(25);
 /// How soon an EventSource reconnects after the stream broke, in milliseconds.
 const RETRY_MS: u32 = 2000;
 const ALLOW: &str = "GET, HEAD";
@@ -137,6 +142,10 @@ impl Follow {
                 changed = self.latest.changed() => {
                     if changed.is_err() {
                         return None;
+                    }
+                    tokio::select! {
+                        _ = self.shutdown.cancelled() => return None,
+                        _ = tokio::time::sleep(LINGER) => {}
                     }
                 }
                 _ = tokio::time::sleep(KEEP_ALIVE) => {

@@ -36,12 +36,24 @@ struct Shared {
 }
 
 struct Journal {
-    events: VecDeque<(u64, Bytes)>,
+    /// One entry per batch of the twin: its events' texts, back to back.
+    batches: VecDeque<Batch>,
+    /// Events in `batches`.
+    len: usize,
     kept: usize,
-    /// Every change after this number is in `events`.
+    /// Every change after this number is in `batches`.
     complete_after: u64,
     /// The number of the last change.
     latest: u64,
+}
+
+/// Consecutive events, as one buffer that readers share.
+struct Batch {
+    first: u64,
+    last: u64,
+    text: Bytes,
+    /// Where each event starts in `text`.
+    offsets: Vec<u32>,
 }
 
 /// What a client at position `after` gets from [`ChangeFeed::read`].
@@ -63,7 +75,8 @@ impl ChangeFeed {
         ChangeFeed {
             shared: Arc::new(Shared {
                 journal: Mutex::new(Journal {
-                    events: VecDeque::new(),
+                    batches: VecDeque::new(),
+                    len: 0,
                     kept: kept.max(1),
                     complete_after: latest,
                     latest,
@@ -96,17 +109,26 @@ impl ChangeFeed {
         if events.is_empty() && latest == journal.latest {
             return;
         }
-        for (seq, text) in events {
-            if seq != journal.latest.wrapping_add(1) {
-                journal.restart(seq.saturating_sub(1));
+        let mut events = events.into_iter().peekable();
+        while let Some((first, text)) = events.next() {
+            if first != journal.latest.wrapping_add(1) {
+                journal.restart(first.saturating_sub(1));
             }
-            journal.events.push_back((seq, Bytes::from(text)));
-            journal.latest = seq;
-            if journal.events.len() > journal.kept {
-                if let Some((dropped, _)) = journal.events.pop_front() {
-                    journal.complete_after = dropped;
-                }
+            // The run of consecutive numbers from `first` becomes one batch.
+            let mut buf = BytesMut::from(text.as_bytes());
+            let mut offsets = vec![0u32];
+            let mut last = first;
+            while let Some((seq, text)) = events.next_if(|(seq, _)| *seq == last + 1) {
+                offsets.push(u32::try_from(buf.len()).unwrap_or(u32::MAX));
+                buf.extend_from_slice(text.as_bytes());
+                last = seq;
             }
+            journal.push(Batch {
+                first,
+                last,
+                text: buf.freeze(),
+                offsets,
+            });
         }
         if latest != journal.latest {
             journal.restart(latest);
@@ -116,28 +138,46 @@ impl ChangeFeed {
         self.shared.latest.send_replace(latest);
     }
 
-    /// The events after `after`, up to a read's worth.
+    /// The events after `after`, up to a read's worth (at least one batch's rest).
     pub fn read(&self, after: u64) -> Read {
-        let journal = self.journal();
-        if after == journal.latest {
-            return Read::UpToDate;
-        }
-        if after < journal.complete_after || after > journal.latest {
-            return Read::Reset(journal.latest);
-        }
-        // Numbers in the journal are consecutive: the position is found by arithmetic.
-        let first = journal.events.front().map_or(journal.latest, |(s, _)| *s);
-        let skip = usize::try_from(after + 1 - first).unwrap_or(usize::MAX);
-        let mut buf = BytesMut::new();
-        let mut last = after;
-        for (seq, text) in journal.events.iter().skip(skip) {
-            if !buf.is_empty() && buf.len() + text.len() > READ_MAX {
-                break;
+        let mut parts = Vec::new();
+        let last = {
+            let journal = self.journal();
+            if after == journal.latest {
+                return Read::UpToDate;
             }
-            buf.extend_from_slice(text);
-            last = *seq;
-        }
-        Read::Events(buf.freeze(), last)
+            if after < journal.complete_after || after > journal.latest {
+                return Read::Reset(journal.latest);
+            }
+            let from = journal.batches.partition_point(|b| b.last <= after);
+            let mut size = 0;
+            let mut last = after;
+            for batch in journal.batches.iter().skip(from) {
+                if size > 0 && size + batch.text.len() > READ_MAX {
+                    break;
+                }
+                let index = usize::try_from(after.saturating_add(1).saturating_sub(batch.first))
+                    .unwrap_or(0);
+                let offset = batch.offsets.get(index).copied().unwrap_or(0) as usize;
+                let part = batch.text.slice(offset..);
+                size += part.len();
+                parts.push(part);
+                last = batch.last;
+            }
+            last
+        };
+        // Copied outside the lock: the twin never waits for a reader's copy.
+        let bytes = match parts.len() {
+            1 => parts.pop().unwrap_or_default(),
+            _ => {
+                let mut buf = BytesMut::with_capacity(parts.iter().map(Bytes::len).sum());
+                for part in parts {
+                    buf.extend_from_slice(&part);
+                }
+                buf.freeze()
+            }
+        };
+        Read::Events(bytes, last)
     }
 
     /// The last change's number now, and a receiver told of every new one.
@@ -179,9 +219,27 @@ impl ChangeFeed {
 impl Journal {
     /// Forgets the events: the journal is complete only after `latest`.
     fn restart(&mut self, latest: u64) {
-        self.events.clear();
+        self.batches.clear();
+        self.len = 0;
         self.complete_after = latest;
         self.latest = latest;
+    }
+
+    /// Appends a batch that follows the last one, then drops the oldest batches while the
+    /// others still hold `kept` events.
+    fn push(&mut self, batch: Batch) {
+        self.latest = batch.last;
+        self.len += batch.offsets.len();
+        self.batches.push_back(batch);
+        while let Some(front) = self.batches.front() {
+            let n = front.offsets.len();
+            if self.len - n < self.kept {
+                break;
+            }
+            self.complete_after = front.last;
+            self.len -= n;
+            self.batches.pop_front();
+        }
     }
 }
 
@@ -212,14 +270,22 @@ mod tests {
         assert_eq!(feed.read(9), Read::Reset(10));
         feed.publish(vec![event(11), event(12)], 12);
         assert_eq!(feed.read(10), Read::Events(Bytes::from("e11;e12;"), 12));
+        // From the middle of a batch.
         assert_eq!(feed.read(11), Read::Events(Bytes::from("e12;"), 12));
         feed.publish(vec![event(13), event(14)], 14);
-        // 11 was dropped: a client at 10 missed it, one at 11 did not.
-        assert_eq!(feed.read(10), Read::Reset(14));
-        assert_eq!(feed.read(11), Read::Events(Bytes::from("e12;e13;e14;"), 14));
+        assert_eq!(
+            feed.read(10),
+            Read::Events(Bytes::from("e11;e12;e13;e14;"), 14)
+        );
+        // Whole batches go once the others hold the 3 kept: 11 and 12 are gone.
+        feed.publish(vec![event(15)], 15);
+        assert_eq!(feed.read(10), Read::Reset(15));
+        assert_eq!(feed.read(11), Read::Reset(15));
+        assert_eq!(feed.read(12), Read::Events(Bytes::from("e13;e14;e15;"), 15));
+        assert_eq!(feed.read(13), Read::Events(Bytes::from("e14;e15;"), 15));
         // A number from the future (another run) is unknown.
-        assert_eq!(feed.read(99), Read::Reset(14));
-        assert_eq!(*feed.watch().borrow(), 14);
+        assert_eq!(feed.read(99), Read::Reset(15));
+        assert_eq!(*feed.watch().borrow(), 15);
     }
 
     #[test]
@@ -232,6 +298,10 @@ mod tests {
         assert_eq!(feed.read(5), Read::Events(Bytes::from("e6;"), 6));
         feed.publish(vec![event(9)], 9);
         assert_eq!(feed.read(6), Read::Reset(9));
+        // A gap inside one batch.
+        feed.publish(vec![event(10), event(12), event(13)], 13);
+        assert_eq!(feed.read(10), Read::Reset(13));
+        assert_eq!(feed.read(11), Read::Events(Bytes::from("e12;e13;"), 13));
     }
 
     #[test]
@@ -254,7 +324,9 @@ mod tests {
     fn a_read_is_bounded() {
         let feed = ChangeFeed::new(1000, 0);
         let big = "x".repeat(100 << 10);
-        feed.publish((1..=4).map(|s| (s, big.clone())).collect(), 4);
+        for seq in 1..=4 {
+            feed.publish(vec![(seq, big.clone())], seq);
+        }
         let Read::Events(bytes, last) = feed.read(0) else {
             panic!("no events")
         };

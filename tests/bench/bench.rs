@@ -8,9 +8,11 @@
 //! ingest of 200,000 QoS 1 measurements over 1,000 children, against a rumqttc subscriber that
 //! only counts (the baseline) and mosquitto_sub (second reference), each on its own copy of the
 //! stream; start-up time with 10,000 persisted entities; the stripped binary's size. Then the
-//! file transfer figures of issue #3 against nginx (`files.rs`).
+//! file transfer figures of issue #3 against nginx (`files.rs`) and the live view of issue #7
+//! (`live.rs`). `make bench ONLY=files` or `ONLY=live` runs one part.
 
 mod files;
+mod live;
 
 #[path = "../common/mosquitto.rs"]
 #[allow(dead_code)]
@@ -64,9 +66,10 @@ async fn run() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let binary = agent_binary();
     // `make bench ONLY=files`: only the file transfer figures (issue #3), for quick iterations.
-    if std::env::var("BENCH_ONLY").as_deref() == Ok("files") {
-        print_table(&files::run(&binary).await);
-        return;
+    match std::env::var("BENCH_ONLY").as_deref() {
+        Ok("files") => return print_table(&files::run(&binary).await),
+        Ok("live") => return print_table(&live::run(&binary).await),
+        _ => {}
     }
     let mut broker = mosquitto::Broker::start().await;
     let dir = tempfile::tempdir().expect("a temp dir");
@@ -324,6 +327,7 @@ async fn run() {
         Some(size <= 10 * 1024 * 1024),
     ));
     rows.extend(files::run(&binary).await);
+    rows.extend(live::run(&binary).await);
     print_table(&rows);
 }
 
