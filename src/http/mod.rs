@@ -11,12 +11,14 @@
 //! `tls`'s: warp 0.4 has no TLS.
 //!
 //! The file transfer routes (`/te/v1/files`, issue #3) are in `files`, over a [`Store`].
+//! The live twin page (`/` and its assets under `/ui/`, issue #7) is served by `page`.
 
 mod body;
 mod entities;
 mod error;
 mod files;
 mod operations;
+mod page;
 mod path;
 mod probes;
 mod server;
@@ -96,6 +98,8 @@ pub fn routes(
         .or(scrape(metrics, twin.clone(), files, ops.clone()))
         .unify()
         .or(api(twin, ops))
+        .unify()
+        .or(page::page())
         .unify()
         .recover(error::recover)
         .unify();

@@ -126,6 +126,8 @@ pub fn route_group(path: &str) -> &'static str {
         "probes"
     } else if path == "metrics" {
         "metrics"
+    } else if path.is_empty() || first("ui") {
+        "page"
     } else {
         "other"
     }
@@ -148,7 +150,9 @@ mod tests {
             ("/healthz", "probes"),
             ("/readyz", "probes"),
             ("/metrics", "metrics"),
-            ("/", "other"),
+            ("/", "page"),
+            ("/ui/app.js", "page"),
+            ("/uix", "other"),
             ("/../../etc/passwd", "other"),
         ] {
             assert_eq!(route_group(path), group, "{path}");
