@@ -59,7 +59,11 @@ const ASSETS: [Asset; 4] = [
         "text/css; charset=utf-8",
         include_str!("page/app.css"),
     ),
-    Asset::new("/ui/icon.svg", "image/svg+xml", include_str!("page/icon.svg")),
+    Asset::new(
+        "/ui/icon.svg",
+        "image/svg+xml",
+        include_str!("page/icon.svg"),
+    ),
 ];
 
 /// Any method on `/` and on the asset paths under `/ui/`; only GET and HEAD are allowed. Other
@@ -68,12 +72,14 @@ pub fn page() -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
     warp::path::full()
         .and(warp::method())
         .and(warp::header::headers_cloned())
-        .and_then(|path: FullPath, method: Method, headers: HeaderMap| async move {
-            match ASSETS.iter().find(|asset| asset.path == path.as_str()) {
-                Some(asset) => Ok(serve(asset, &method, &headers)),
-                None => Err(warp::reject::not_found()),
-            }
-        })
+        .and_then(
+            |path: FullPath, method: Method, headers: HeaderMap| async move {
+                match ASSETS.iter().find(|asset| asset.path == path.as_str()) {
+                    Some(asset) => Ok(serve(asset, &method, &headers)),
+                    None => Err(warp::reject::not_found()),
+                }
+            },
+        )
 }
 
 /// The asset, or 304 when the client's copy is current. Every answer is revalidated
@@ -207,7 +213,11 @@ mod tests {
 
     #[tokio::test]
     async fn other_methods_are_405_with_the_allowed_ones() {
-        for (method, path) in [("POST", "/"), ("PUT", "/ui/app.js"), ("DELETE", "/ui/app.css")] {
+        for (method, path) in [
+            ("POST", "/"),
+            ("PUT", "/ui/app.js"),
+            ("DELETE", "/ui/app.css"),
+        ] {
             let res = send(method, path).await;
             assert_eq!(res.status(), 405, "{method} {path}");
             assert_eq!(header(&res, "allow"), "GET, HEAD");
@@ -217,7 +227,13 @@ mod tests {
 
     #[tokio::test]
     async fn other_paths_are_not_the_pages() {
-        for path in ["/ui/", "/ui/app.js/x", "/ui/missing.js", "/index.html", "/ui"] {
+        for path in [
+            "/ui/",
+            "/ui/app.js/x",
+            "/ui/missing.js",
+            "/index.html",
+            "/ui",
+        ] {
             assert_eq!(send("GET", path).await.status(), 404, "{path}");
         }
     }
