@@ -29,10 +29,14 @@ use crate::mqtt::{self, Connection, MqttError};
 use crate::readiness::{self, Readiness};
 use crate::topic::EntityTopicId;
 use crate::twin::api::Query;
+use crate::twin::changes::Changes;
 use crate::twin::error::TwinError;
+use crate::twin::feed::ChangeFeed;
+use crate::twin::history_file::HistoryFile;
 use crate::twin::persist::{Persist, PersistError};
 use crate::twin::store::{LoadError, Store, StoreConfig};
 use crate::twin::task::TwinTask;
+use crate::twin::time::Timestamp;
 use crate::twin::TwinHandle;
 
 /// Inputs queued for the twin; an MQTT input carries up to 1024 messages.
@@ -125,13 +129,20 @@ pub async fn start_following(
             .map(|cloud| cloud.name.clone())
             .collect(),
     );
+    let feed = ChangeFeed::new(
+        config.twin.changes_kept,
+        Changes::first_seq(Timestamp::now()),
+    );
     let http_stop = CancellationToken::new();
     let http = tokio::spawn(crate::http::serve(
+        crate::http::Services {
+            twin: handle.clone(),
+            files: files.clone(),
+            ops,
+            metrics: metrics.clone(),
+            feed: feed.clone(),
+        },
         listener,
-        handle.clone(),
-        files.clone(),
-        ops,
-        metrics.clone(),
         tls,
         http_stop.clone(),
     ));
@@ -148,17 +159,27 @@ pub async fn start_following(
         for warning in &loaded.warnings {
             tracing::warn!("{warning}");
         }
-        let (store, warnings) = Store::load(store_config, loaded.entries)?;
+        let (mut store, warnings) = Store::load(store_config, loaded.entries)?;
         for warning in &warnings {
             tracing::warn!("{warning}");
         }
-        Ok::<_, StartError>((persist, store))
+        let (history, warnings) = HistoryFile::load_into(&dir, &mut store);
+        for warning in &warnings {
+            tracing::warn!("{warning}");
+        }
+        Ok::<_, StartError>((persist, store, history))
     })
     .await;
     // From here on a failure to start also stops the HTTP server already serving.
     let serving = http_stop.clone().drop_guard();
-    let (persist, store) = loaded??;
-    tracing::info!(entities = store.len(), "loaded the persisted twin");
+    let (persist, mut store, history) = loaded??;
+    // The numbering of changes goes on from what the feed announced to early clients.
+    store.changes = Changes::new(feed.latest());
+    tracing::info!(
+        entities = store.len(),
+        history_points = store.history.points(),
+        "loaded the persisted twin"
+    );
 
     let options = mqtt::options(&config, store.down_health())?;
     let (publisher, connection) = Connection::new(options, &config, metrics);
@@ -224,6 +245,8 @@ pub async fn start_following(
         telemetry_flush: config.twin.telemetry_flush_interval,
         endpoint: format!("{}:{}", config.mqtt.host, config.mqtt.port),
         commands: Some(commands),
+        feed,
+        history,
     };
     let twin = tokio::spawn(task.run(twin_stop.clone()));
     serving.disarm();

@@ -181,6 +181,19 @@ pub struct TwinConfig {
     pub max_pending: usize,
     pub events_kept: usize,
     pub telemetry_flush_interval: Duration,
+    /// The measurement history kept per series (issue #7).
+    pub history: HistoryConfig,
+    /// Changes kept for `/te/v1/changes` clients to resume from (issue #7).
+    pub changes_kept: usize,
+}
+
+/// `twin.history`: how much of each measurement series is kept, in memory and on disk.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HistoryConfig {
+    /// Points per series; 0 keeps no history.
+    pub points: usize,
+    /// Points older than this are dropped.
+    pub max_age: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -269,6 +282,11 @@ impl Default for TwinConfig {
             max_pending: 10_000,
             events_kept: 10,
             telemetry_flush_interval: Duration::from_secs(5),
+            history: HistoryConfig {
+                points: 300,
+                max_age: Duration::from_secs(3600),
+            },
+            changes_kept: 10_000,
         }
     }
 }
@@ -711,6 +729,14 @@ impl Config {
                         "telemetry_flush_interval",
                         Interval(twin.telemetry_flush_interval).to_string().into(),
                     ),
+                    (
+                        "history",
+                        section([
+                            ("points", twin.history.points.into()),
+                            ("max_age", Interval(twin.history.max_age).to_string().into()),
+                        ]),
+                    ),
+                    ("changes_kept", twin.changes_kept.into()),
                 ]),
             ),
             (
@@ -934,6 +960,9 @@ mod tests {
         assert_eq!(c.twin.max_pending, 10_000);
         assert_eq!(c.twin.events_kept, 10);
         assert_eq!(c.twin.telemetry_flush_interval, Duration::from_secs(5));
+        assert_eq!(c.twin.history.points, 300);
+        assert_eq!(c.twin.history.max_age, Duration::from_secs(3600));
+        assert_eq!(c.twin.changes_kept, 10_000);
         assert_eq!(c.log.level, "info");
         assert_eq!(c.log.format, LogFormat::Text);
     }
@@ -1038,6 +1067,10 @@ twin:
   max_pending: 5
   events_kept: 3
   telemetry_flush_interval: 500ms
+  history:
+    points: 20
+    max_age: 10m
+  changes_kept: 500
 log:
   level: info,edge_agent=debug
   format: json
@@ -1089,6 +1122,14 @@ log:
         assert_eq!(c.twin.max_pending, 5);
         assert_eq!(c.twin.events_kept, 3);
         assert_eq!(c.twin.telemetry_flush_interval, Duration::from_millis(500));
+        assert_eq!(
+            c.twin.history,
+            HistoryConfig {
+                points: 20,
+                max_age: Duration::from_secs(600)
+            }
+        );
+        assert_eq!(c.twin.changes_kept, 500);
         assert_eq!(c.log.level, "info,edge_agent=debug");
         assert_eq!(c.log.format, LogFormat::Json);
 

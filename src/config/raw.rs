@@ -185,6 +185,15 @@ pub(super) struct RawTwin {
     pub(super) max_pending: Option<usize>,
     pub(super) events_kept: Option<usize>,
     pub(super) telemetry_flush_interval: Option<Interval>,
+    pub(super) history: RawHistory,
+    pub(super) changes_kept: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default, expecting = "a mapping")]
+pub(super) struct RawHistory {
+    pub(super) points: Option<usize>,
+    pub(super) max_age: Option<Interval>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -7,9 +7,9 @@ use std::path::PathBuf;
 
 use super::raw::{ByteSize, RawConfig, RawHttpTls, RawTls, KIB, MIB};
 use super::{
-    host_name, public_url_for, Config, DeviceConfig, FilesConfig, HttpConfig, HttpTlsConfig,
-    LogConfig, MqttConfig, OperationsConfig, Origins, Problem, TlsConfig, TwinConfig,
-    DEFAULT_DATA_DIR,
+    host_name, public_url_for, Config, DeviceConfig, FilesConfig, HistoryConfig, HttpConfig,
+    HttpTlsConfig, LogConfig, MqttConfig, OperationsConfig, Origins, Problem, TlsConfig,
+    TwinConfig, DEFAULT_DATA_DIR,
 };
 use crate::topic::EntityTopicId;
 
@@ -255,6 +255,28 @@ pub(super) fn resolve(raw: RawConfig, o: &Origins, problems: &mut Vec<Problem>) 
             "must be longer than zero".into(),
         );
     }
+    let history = HistoryConfig {
+        points: raw
+            .twin
+            .history
+            .points
+            .unwrap_or(twin_defaults.history.points),
+        max_age: raw
+            .twin
+            .history
+            .max_age
+            .map_or(twin_defaults.history.max_age, |i| i.0),
+    };
+    if history.max_age.is_zero() {
+        bad("twin.history.max_age", "must be longer than zero".into());
+    }
+    let changes_kept = raw.twin.changes_kept.unwrap_or(twin_defaults.changes_kept);
+    if changes_kept == 0 {
+        bad(
+            "twin.changes_kept",
+            "must be at least 1: clients resume from the changes kept".into(),
+        );
+    }
 
     let level = raw.log.level.unwrap_or(log_defaults.level);
     if level.trim().is_empty() {
@@ -295,6 +317,8 @@ pub(super) fn resolve(raw: RawConfig, o: &Origins, problems: &mut Vec<Problem>) 
             max_pending: raw.twin.max_pending.unwrap_or(twin_defaults.max_pending),
             events_kept: raw.twin.events_kept.unwrap_or(twin_defaults.events_kept),
             telemetry_flush_interval,
+            history,
+            changes_kept,
         },
         files: FilesConfig {
             dir: files_dir,

@@ -43,7 +43,7 @@ pub async fn entities(
         collection(&twin, method, query, &headers, body).await
     } else {
         match rest.strip_prefix('/') {
-            Some(raw) => resource(&twin, &ops, method, raw, &headers, body).await,
+            Some(raw) => resource(&twin, &ops, method, raw, query, &headers, body).await,
             None => Err(PathError::NotFound.into()),
         }
     };
@@ -91,6 +91,7 @@ async fn resource(
     ops: &OpsHandle,
     method: Method,
     raw: &str,
+    query: Option<String>,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -140,9 +141,20 @@ async fn resource(
             let reply = twin.query(Query::State(id.clone())).await?;
             Ok(ok(with_operations(reply, ops, id).await))
         }
-        Resource::Config(_) | Resource::ConfigKey(..) | Resource::State(_) => {
-            not_allowed(READ_ONLY)
+        Resource::History(id, mtype) if read => {
+            let (since, series) = path::history_query(query.as_deref())?;
+            let history = Query::History {
+                id,
+                mtype,
+                since,
+                series,
+            };
+            Ok(ok(twin.query(history).await?))
         }
+        Resource::Config(_)
+        | Resource::ConfigKey(..)
+        | Resource::State(_)
+        | Resource::History(..) => not_allowed(READ_ONLY),
     }
 }
 

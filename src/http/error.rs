@@ -56,7 +56,9 @@ impl ApiError {
             ApiError::Path(PathError::NotFound | PathError::UnsupportedChannel(_)) => {
                 StatusCode::NOT_FOUND
             }
-            ApiError::Path(PathError::Query(_)) => StatusCode::BAD_REQUEST,
+            ApiError::Path(PathError::Query(_) | PathError::Parameter { .. }) => {
+                StatusCode::BAD_REQUEST
+            }
             ApiError::Path(PathError::Invalid(e)) => twin_status(e),
             ApiError::Body(BodyError::TooLarge) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Body(BodyError::Read(_)) => StatusCode::BAD_REQUEST,

@@ -14,6 +14,7 @@
 //! The live twin page (`/` and its assets under `/ui/`, issue #7) is served by `page`.
 
 mod body;
+mod changes;
 mod entities;
 mod error;
 mod files;
@@ -43,6 +44,7 @@ use warp::{Buf, Filter, Rejection, Reply};
 use crate::files::Store;
 use crate::metrics::Metrics;
 use crate::ops::task::OpsHandle;
+use crate::twin::feed::ChangeFeed;
 use crate::twin::TwinHandle;
 
 /// Pending connections the kernel queues before we accept them.
@@ -61,14 +63,22 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::from_std(socket.into())
 }
 
+/// What the routes serve: the twin, the file store, the operations, the metrics and the change
+/// feed; cheap to clone.
+#[derive(Clone)]
+pub struct Services {
+    pub twin: TwinHandle,
+    pub files: Store,
+    pub ops: OpsHandle,
+    pub metrics: Metrics,
+    pub feed: ChangeFeed,
+}
+
 /// Serves the routes on `listener`, over HTTPS only when `tls` is given, until `shutdown` is
-/// cancelled, then lets the requests in flight finish.
+/// cancelled, then lets the requests in flight finish (change streams end at once).
 pub async fn serve(
+    services: Services,
     listener: TcpListener,
-    twin: TwinHandle,
-    files: Store,
-    ops: OpsHandle,
-    metrics: Metrics,
     tls: Option<TlsAcceptor>,
     shutdown: CancellationToken,
 ) {
@@ -77,25 +87,39 @@ pub async fn serve(
         tracing::info!(%addr, scheme, "http server listening");
     }
     let service = hyper_util::service::TowerToHyperService::new(warp::service(routes(
-        twin, files, ops, metrics,
+        services,
+        shutdown.clone(),
     )));
     server::run(listener, service, tls, shutdown).await;
     tracing::info!("http server stopped");
 }
 
 /// All routes, with every rejection turned into a JSON error, and every response counted in
-/// `metrics`.
+/// `metrics`. Change streams end when `shutdown` is cancelled.
 pub fn routes(
-    twin: TwinHandle,
-    files: Store,
-    ops: OpsHandle,
-    metrics: Metrics,
+    services: Services,
+    shutdown: CancellationToken,
 ) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
+    let Services {
+        twin,
+        files,
+        ops,
+        metrics,
+        feed,
+    } = services;
     let counted = metrics.clone();
     let answered = files::routes(files.clone())
         .or(operations(twin.clone(), ops.clone()))
         .unify()
-        .or(scrape(metrics, twin.clone(), files, ops.clone()))
+        .or(scrape(
+            metrics,
+            twin.clone(),
+            files,
+            ops.clone(),
+            feed.clone(),
+        ))
+        .unify()
+        .or(change_stream(feed, shutdown))
         .unify()
         .or(api(twin, ops))
         .unify()
@@ -111,19 +135,39 @@ pub fn routes(
         })
 }
 
+/// Any method on `/te/v1/changes` (issue #7).
+fn change_stream(
+    feed: ChangeFeed,
+    shutdown: CancellationToken,
+) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    warp::path!("te" / "v1" / "changes")
+        .and(warp::any().map(move || feed.clone()))
+        .and(warp::method())
+        .and(raw_query())
+        .and(warp::header::headers_cloned())
+        .and(warp::any().map(move || shutdown.clone()))
+        .then(changes::changes)
+}
+
 /// Any method on `/metrics` (issue #7); only GET and HEAD are allowed.
 fn scrape(
     metrics: Metrics,
     twin: TwinHandle,
     files: Store,
     ops: OpsHandle,
+    feed: ChangeFeed,
 ) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
     warp::path!("metrics")
         .and(warp::method())
         .then(move |method: warp::http::Method| {
-            let (metrics, twin, files, ops) =
-                (metrics.clone(), twin.clone(), files.clone(), ops.clone());
-            async move { probes::metrics(method, &metrics, &twin, &files, &ops).await }
+            let (metrics, twin, files, ops, feed) = (
+                metrics.clone(),
+                twin.clone(),
+                files.clone(),
+                ops.clone(),
+                feed.clone(),
+            );
+            async move { probes::metrics(method, &metrics, &twin, &files, &ops, &feed).await }
         })
 }
 

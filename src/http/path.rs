@@ -11,6 +11,8 @@ use percent_encoding::percent_decode_str;
 use crate::topic::{EntityTopicId, TopicIdError};
 use crate::twin::api::Filter;
 use crate::twin::error::TwinError;
+use crate::twin::payload::DEFAULT_MEASUREMENT_TYPE;
+use crate::twin::time::Timestamp;
 
 /// A resource under `/te/v1/entities/` (§5.3).
 #[derive(Debug, Clone, PartialEq)]
@@ -27,6 +29,8 @@ pub enum Resource {
     ConfigKey(EntityTopicId, String),
     /// `{id4}/state` (§6.1).
     State(EntityTopicId),
+    /// `{id4}/m/{type}`: the history of a measurement type (issue #7).
+    History(EntityTopicId, String),
 }
 
 /// Why a request target (path and query) addresses no resource.
@@ -38,6 +42,9 @@ pub enum PathError {
     /// 404: a channel the HTTP API does not serve, named by its first segment.
     #[error("Actions on channel: {0} are not supported")]
     UnsupportedChannel(String),
+    /// 400: a query parameter with a value it cannot have.
+    #[error("Invalid value of {name}: {reason}")]
+    Parameter { name: &'static str, reason: String },
     /// 400: a query string that is not UTF-8 once decoded, naming the raw text.
     #[error("Failed to deserialize query string: invalid UTF-8 in `{0}`")]
     Query(String),
@@ -86,6 +93,9 @@ pub fn parse(raw: &str) -> Result<Resource, PathError> {
         ("config", []) => Resource::Config(id),
         ("config", [key]) => Resource::ConfigKey(id, key.to_string()),
         ("state", []) => Resource::State(id),
+        // `m/` holds the measurements published without a type (§3.2).
+        ("m", [""]) => Resource::History(id, DEFAULT_MEASUREMENT_TYPE.to_string()),
+        ("m", [mtype]) => Resource::History(id, mtype.to_string()),
         (channel, _) => return Err(PathError::UnsupportedChannel(channel.to_string())),
     })
 }
@@ -114,6 +124,33 @@ pub fn filter_query(raw: Option<&str>) -> Result<Filter, PathError> {
         parent.as_deref(),
         etype.as_deref(),
     )?)
+}
+
+/// Reads the `since` and `series` parameters of the history route (issue #7): `since` is an
+/// RFC 3339 time or unix seconds, as a measurement's `time` may be.
+pub fn history_query(raw: Option<&str>) -> Result<(Option<Timestamp>, Option<String>), PathError> {
+    let (mut since, mut series) = (None, None);
+    for pair in raw.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let value = form_decode(value)?;
+        match form_decode(name)?.as_str() {
+            "since" if value.is_empty() => since = None,
+            "since" => {
+                let json = match value.parse::<i64>() {
+                    Ok(secs) => serde_json::Value::from(secs),
+                    Err(_) => serde_json::Value::from(value.as_str()),
+                };
+                let time = Timestamp::from_json(&json).map_err(|reason| PathError::Parameter {
+                    name: "since",
+                    reason,
+                })?;
+                since = Some(time);
+            }
+            "series" => series = Some(value).filter(|s| !s.is_empty()),
+            _ => {}
+        }
+    }
+    Ok((since, series))
 }
 
 /// Form decoding: `+` is a space, then percent-decoding.
@@ -229,13 +266,45 @@ mod tests {
     }
 
     #[test]
+    fn measurement_history_paths_and_queries() {
+        assert_eq!(
+            parse("device/c1///m/environment"),
+            Ok(Resource::History(id("device/c1//"), "environment".into()))
+        );
+        assert_eq!(
+            parse("device/c1///m/"),
+            Ok(Resource::History(
+                id("device/c1//"),
+                "ThinEdgeMeasurement".into()
+            ))
+        );
+        assert_eq!(
+            parse("device/c1///m/a%20b"),
+            Ok(Resource::History(id("device/c1//"), "a b".into()))
+        );
+        assert_eq!(history_query(None), Ok((None, None)));
+        let (since, series) =
+            history_query(Some("since=2026-11-22T12%3A00%3A00Z&series=temperature")).unwrap();
+        assert_eq!(since.map(|t| t.as_millis()), Some(1_795_348_800_000));
+        assert_eq!(series.as_deref(), Some("temperature"));
+        let (since, _) = history_query(Some("since=1795348800")).unwrap();
+        assert_eq!(since.map(|t| t.as_millis()), Some(1_795_348_800_000));
+        assert_eq!(history_query(Some("since=&series=")), Ok((None, None)));
+        assert!(history_query(Some("since=yesterday"))
+            .unwrap_err()
+            .to_string()
+            .starts_with("Invalid value of since: "));
+    }
+
+    #[test]
     fn other_channels_and_extra_levels_are_not_supported() {
         for (raw, channel) in [
             ("device/child01///cmd/restart", "cmd"),
             ("a/b/c/d/e", "e"),
             ("device/child01///state/x", "state"),
             ("device/child01///config/a/b", "config"),
-            ("device/child01///m/temp", "m"),
+            ("device/child01///m/temp/meta", "m"),
+            ("device/child01///e/login", "e"),
         ] {
             assert_eq!(
                 message(raw),

@@ -14,6 +14,7 @@ use super::json;
 use crate::files::Store;
 use crate::metrics::Metrics;
 use crate::ops::task::OpsHandle;
+use crate::twin::feed::ChangeFeed;
 use crate::twin::TwinHandle;
 
 /// The media type of the OpenMetrics text format, which Prometheus negotiates and reads.
@@ -52,11 +53,12 @@ pub async fn metrics(
     twin: &TwinHandle,
     files: &Store,
     ops: &OpsHandle,
+    feed: &ChangeFeed,
 ) -> Response {
     if method != Method::GET && method != Method::HEAD {
         return ApiError::MethodNotAllowed { allow: ALLOW }.into_response();
     }
-    let text = metrics.scrape(twin, files, ops).await;
+    let text = metrics.scrape(twin, files, ops, feed).await;
     let mut response = Response::new(text.into());
     response.headers_mut().insert(
         warp::http::header::CONTENT_TYPE,

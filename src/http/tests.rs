@@ -43,11 +43,16 @@ impl Fake {
     }
 
     async fn send(&self, req: RequestBuilder) -> Response<Bytes> {
+        let services = super::Services {
+            twin: self.twin.clone(),
+            files: self.files.clone(),
+            ops: crate::ops::task::OpsHandle::closed(),
+            metrics: self.metrics.clone(),
+            feed: crate::twin::feed::ChangeFeed::new(10, 0),
+        };
         req.reply(&routes(
-            self.twin.clone(),
-            self.files.clone(),
-            crate::ops::task::OpsHandle::closed(),
-            self.metrics.clone(),
+            services,
+            tokio_util::sync::CancellationToken::new(),
         ))
         .await
     }
@@ -871,15 +876,14 @@ async fn a_chunked_body_is_cut_off_at_the_limit_while_reading() {
     let listener = bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let addr = listener.local_addr().unwrap();
     let shutdown = CancellationToken::new();
-    let server = tokio::spawn(serve(
-        listener,
-        fake.twin.clone(),
-        fake.files.clone(),
-        crate::ops::task::OpsHandle::closed(),
-        fake.metrics.clone(),
-        None,
-        shutdown.clone(),
-    ));
+    let services = Services {
+        twin: fake.twin.clone(),
+        files: fake.files.clone(),
+        ops: crate::ops::task::OpsHandle::closed(),
+        metrics: fake.metrics.clone(),
+        feed: crate::twin::feed::ChangeFeed::new(10, 0),
+    };
+    let server = tokio::spawn(serve(services, listener, None, shutdown.clone()));
 
     // Two chunks of 512 KiB and one of 1 byte: no Content-Length, 1 MiB + 1 in total.
     let half = body::LIMIT / 2;

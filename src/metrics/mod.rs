@@ -24,6 +24,7 @@ use std::time::Duration;
 use crate::files::Store as FileStore;
 use crate::ops::task::OpsHandle;
 use crate::readiness::Readiness;
+use crate::twin::feed::ChangeFeed;
 use crate::twin::TwinHandle;
 
 /// The longest a scrape waits for the twin or the operations to answer.
@@ -68,7 +69,13 @@ impl Metrics {
     }
 
     /// The text of one scrape.
-    pub async fn scrape(&self, twin: &TwinHandle, files: &FileStore, ops: &OpsHandle) -> String {
+    pub async fn scrape(
+        &self,
+        twin: &TwinHandle,
+        files: &FileStore,
+        ops: &OpsHandle,
+        feed: &ChangeFeed,
+    ) -> String {
         let (twin_stats, ops_stats) = tokio::join!(
             tokio::time::timeout(ASK_TIMEOUT, twin.stats()),
             tokio::time::timeout(ASK_TIMEOUT, ops.stats()),
@@ -102,6 +109,7 @@ impl Metrics {
             connects: self.inner.connects.load(Ordering::Relaxed),
             http,
             bridges,
+            sse_clients: feed.clients() as u64,
             rss_bytes: process::rss_bytes(),
             open_fds: process::open_fds(),
         };
@@ -122,12 +130,14 @@ pub fn route_group(path: &str) -> &'static str {
         "entities"
     } else if first("te/v1/operations") {
         "operations"
+    } else if first("te/v1/changes") {
+        "changes"
+    } else if path.is_empty() || first("ui") {
+        "page"
     } else if path == "healthz" || path == "readyz" {
         "probes"
     } else if path == "metrics" {
         "metrics"
-    } else if path.is_empty() || first("ui") {
-        "page"
     } else {
         "other"
     }
@@ -153,6 +163,7 @@ mod tests {
             ("/", "page"),
             ("/ui/app.js", "page"),
             ("/uix", "other"),
+            ("/te/v1/changes", "changes"),
             ("/../../etc/passwd", "other"),
         ] {
             assert_eq!(route_group(path), group, "{path}");

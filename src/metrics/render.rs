@@ -36,6 +36,8 @@ pub struct Snapshot {
     pub http: BTreeMap<(&'static str, u16), u64>,
     /// Each configured cloud's bridge: `Some(up)` once its health is known.
     pub bridges: Vec<(String, Option<bool>)>,
+    /// Clients following `/te/v1/changes`.
+    pub sse_clients: u64,
     /// Resident memory, in bytes, and open file descriptors; `None` where /proc is unreadable.
     pub rss_bytes: Option<u64>,
     pub open_fds: Option<u64>,
@@ -231,6 +233,12 @@ fn files(registry: &mut Registry, f: &FileFigures) {
 }
 
 fn http(registry: &mut Registry, s: &Snapshot) {
+    gauge(
+        registry,
+        "sse_clients",
+        "Clients following the change stream (/te/v1/changes)",
+        i64::try_from(s.sse_clients).unwrap_or(i64::MAX),
+    );
     counters(
         registry,
         "http_responses",
@@ -353,6 +361,7 @@ mod tests {
             connects: 3,
             http,
             bridges: vec![("c8y".into(), Some(true)), ("az".into(), None)],
+            sse_clients: 4,
             rss_bytes: Some(8 << 20),
             open_fds: Some(12),
         };
@@ -362,6 +371,7 @@ mod tests {
         let figures = lines(&text);
         for expected in [
             "edge_agent_mqtt_connected 1",
+            "edge_agent_sse_clients 4",
             "edge_agent_mqtt_reconnects_total 2",
             "edge_agent_mqtt_messages_received_total{channel=\"measurement\"} 7",
             "edge_agent_mqtt_messages_rejected_total{reason=\"invalid_measurement\"} 2",

@@ -7,6 +7,7 @@ use serde_json::{Map, Value};
 
 use super::error::TwinError;
 use super::model::{EntityType, Registration};
+use super::time::Timestamp;
 use crate::topic::EntityTopicId;
 
 /// The `root`, `parent` and `type` query of the listing routes (§5.4).
@@ -62,6 +63,14 @@ pub enum Query {
     Config(EntityTopicId),
     /// `GET …/{id4}/config/{key}`.
     ConfigKey(EntityTopicId, String),
+    /// `GET …/{id4}/m/{type}?since=&series=`: the measurement history (issue #7); 404 as
+    /// above for an unknown entity, no series for an unknown type.
+    History {
+        id: EntityTopicId,
+        mtype: String,
+        since: Option<Timestamp>,
+        series: Option<String>,
+    },
 }
 
 /// A POSTed registration (§5.5), parsed and structurally valid.

@@ -7,7 +7,9 @@ use std::collections::VecDeque;
 use serde_json::{Map, Value};
 
 use super::api::Reply;
+use super::changes::json;
 use super::error::TwinError;
+use super::history::Point;
 use super::model::{Entity, Health, Name, Record, Series, SeriesNode};
 use super::outbox::Stale;
 use super::payload::{self, ConfigPayload, MeasurementValue};
@@ -81,6 +83,7 @@ impl Store {
             entity.extra_mut().config = document;
         }
         self.touch(id, Durability::Retained);
+        self.item_changed(id, &Channel::Config);
         Ok(())
     }
 
@@ -94,6 +97,7 @@ impl Store {
         let m = payload::parse_measurement(bytes, topic_type).map_err(TwinError::InvalidPayload)?;
         let limit = self.cfg.max_section_items;
         let names = &mut self.names;
+        let history = &mut self.history;
         let Some(entity) = self.entities.get_mut(id) else {
             return Ok(());
         };
@@ -118,6 +122,14 @@ impl Store {
             return Ok(());
         };
         for v in m.values {
+            let value = v.value.as_f64().unwrap_or(f64::NAN);
+            history.record(
+                id,
+                (&m.mtype, &v.name, v.member.as_deref()),
+                Point { time, value },
+                now,
+                |s| names.intern(s),
+            );
             let point = Series {
                 value: v.value,
                 time,
@@ -145,6 +157,9 @@ impl Store {
             }
         }
         self.touch(id, Durability::Telemetry);
+        self.changed(id, &format_args!("m/{}", m.mtype), |e| {
+            json(&e.measurements.get(m.mtype.as_str()))
+        });
         Ok(())
     }
 
@@ -190,10 +205,11 @@ impl Store {
         {
             return Err(section_full("event types", id, limit));
         }
+        let etype = event.etype;
         let list = entity
             .extra_mut()
             .events
-            .get_or_insert_with(event.etype, VecDeque::new);
+            .get_or_insert_with(etype.clone(), VecDeque::new);
         list.push_front(Record {
             payload: event.payload,
             time: event.time.unwrap_or(now),
@@ -201,6 +217,9 @@ impl Store {
         });
         list.truncate(kept);
         self.touch(id, Durability::Telemetry);
+        self.changed(id, &format_args!("e/{etype}"), |e| {
+            json(&e.extra().events.get(etype.as_str()).and_then(|l| l.front()))
+        });
         Ok(())
     }
 
@@ -224,6 +243,7 @@ impl Store {
         set_limited(&mut entity.extra_mut().alarms, key, record, limit)
             .map_err(|()| section_full("alarms", id, limit))?;
         self.touch(id, Durability::Retained);
+        self.item_changed(id, &Channel::Alarm(topic_type.to_string()));
         Ok(())
     }
 
@@ -247,6 +267,7 @@ impl Store {
         )
         .map_err(|()| section_full("capabilities", id, limit))?;
         self.touch(id, Durability::Retained);
+        self.item_changed(id, &Channel::Capability(op.to_string()));
         Ok(())
     }
 
@@ -289,6 +310,13 @@ impl Store {
             }
         }
         self.touch(id, Durability::Retained);
+        self.item_changed(
+            id,
+            &Channel::Command {
+                op: op.to_string(),
+                id: cmd.to_string(),
+            },
+        );
         Ok(())
     }
 
@@ -305,6 +333,7 @@ impl Store {
             set_health(entity, health);
         }
         self.touch(id, Durability::Retained);
+        self.item_changed(id, &Channel::Health);
     }
 
     /// Sets (`Some`) or deletes (`None`) one twin key; true when that changed the twin. With
@@ -358,6 +387,7 @@ impl Store {
             }
         };
         self.touch(id, Durability::Retained);
+        self.changed(id, &channel, |e| json(&e.twin.get(key)));
         if publish {
             let topic = format!("{}/{id}/{channel}", self.cfg.root);
             let stale = previous.map_or(Stale::Nothing, |p| Stale::Value(p.to_string()));

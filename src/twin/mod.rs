@@ -5,10 +5,14 @@
 //! so that HTTP and MQTT inputs are applied one at a time, in arrival order (§5.1).
 
 pub mod api;
+pub mod changes;
 mod data;
 pub mod effects;
 pub mod error;
 mod errors_topic;
+pub mod feed;
+pub mod history;
+pub mod history_file;
 pub mod model;
 mod names;
 pub mod outbox;

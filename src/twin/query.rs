@@ -11,6 +11,7 @@ use super::error::TwinError;
 use super::model::Entity;
 use super::registry::to_json;
 use super::store::Store;
+use super::time::Timestamp;
 use crate::topic::EntityTopicId;
 
 impl Store {
@@ -51,6 +52,18 @@ impl Store {
                         key: key.clone(),
                     })?;
                 Ok(Reply::json(value.to_string()))
+            }
+            Query::History {
+                id,
+                mtype,
+                since,
+                series,
+            } => {
+                self.known(id)?;
+                let reply =
+                    self.history
+                        .reply(id, mtype, *since, series.as_deref(), Timestamp::now());
+                Ok(Reply::json(to_json(&reply)))
             }
         }
     }

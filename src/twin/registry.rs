@@ -305,6 +305,7 @@ impl Store {
             .get_mut(id)
             .and_then(|entity| entity.last_payload.replace(shared));
         self.touch(id, Durability::Now);
+        self.registration_changed(id);
         if publish {
             let topic = id.topic(&self.cfg.root, &Channel::Registration);
             let stale = previous.map_or(Stale::Nothing, |p| Stale::Value(p.to_string()));
@@ -505,6 +506,7 @@ impl Store {
                 previous = entity.last_payload.replace(payload.as_str().into());
             }
             self.touch(id, Durability::Now);
+            self.registration_changed(id);
             let stale = previous.map_or(Stale::Nothing, |p| Stale::Value(p.to_string()));
             self.publish_tracked(topic, Some(payload), stale);
         }
@@ -616,6 +618,8 @@ impl Store {
             self.pending.remove(entity_id);
             self.dirty.remove(entity_id);
             self.removed.insert(entity_id.clone());
+            self.history.remove(entity_id);
+            self.entity_removed(entity_id);
         }
         self.fx.durable = true;
         // The broker's retained data of a removed entity may be anything; its registration is

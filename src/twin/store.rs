@@ -11,8 +11,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use bytes::Bytes;
 use serde_json::{json, Value};
 
+use super::changes::Changes;
 use super::effects::{Effects, Publication, Rejection};
 use super::error::TwinError;
+use super::history::History;
 use super::model::{Entity, EntityType, SeriesNode};
 use super::names::Names;
 use super::outbox::{Outbox, Outgoing, Verdict};
@@ -21,7 +23,7 @@ use super::records::{self, Key, Record, ENTITY_KEY, MAIN_KEY, OUTBOX_KEY};
 use super::sync::Window;
 use super::time::Timestamp;
 use super::vecmap::VecMap;
-use crate::config::Config;
+use crate::config::{Config, HistoryConfig};
 use crate::topic::{parse_topic, Channel, EntityTopicId, TopicError};
 
 /// The store's settings, resolved from the agent config.
@@ -39,6 +41,8 @@ pub struct StoreConfig {
     /// Messages held during a sync window (§7.4 step 4).
     pub max_window_held: usize,
     pub pid: u32,
+    /// The measurement history (issue #7).
+    pub history: HistoryConfig,
 }
 
 impl StoreConfig {
@@ -54,6 +58,7 @@ impl StoreConfig {
             max_section_items: 10_000,
             max_window_held: 10_000,
             pid,
+            history: config.twin.history,
         }
     }
 }
@@ -182,11 +187,16 @@ pub struct Store {
     pub(super) fx: Effects,
     pub(super) names: Names,
     pub counters: Counters,
+    /// The measurement history of every series (issue #7).
+    pub history: History,
+    /// The numbering of changes and their events for `/te/v1/changes` (issue #7).
+    pub changes: Changes,
 }
 
 impl Store {
     /// A store on a first start: the main device and the agent's own service (§7.3, §8).
     pub fn new(cfg: StoreConfig) -> Self {
+        let history = History::new(cfg.history);
         let mut store = Store {
             cfg,
             entities: HashMap::new(),
@@ -204,6 +214,8 @@ impl Store {
             fx: Effects::default(),
             names: Names::default(),
             counters: Counters::default(),
+            history,
+            changes: Changes::new(Changes::first_seq(Timestamp::now())),
         };
         store.ensure_protected_entities();
         store

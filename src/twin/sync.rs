@@ -180,6 +180,7 @@ impl Store {
             _ => {}
         }
         self.touch(id, Durability::Retained);
+        self.item_changed(id, channel);
     }
 
     /// §7.6: the broker lost its retained store. Nothing is removed; registrations still in S0

@@ -14,6 +14,8 @@ use super::api::Reply;
 use super::effects::{Effects, Publication, Rejection};
 use super::error::TwinError;
 use super::errors_topic::{LogLimiter, RateLimiter};
+use super::feed::ChangeFeed;
+use super::history_file::HistoryFile;
 use super::persist::Persist;
 use super::store::{Durability, Store};
 use super::time::Timestamp;
@@ -48,6 +50,10 @@ pub struct TwinTask {
     pub endpoint: String,
     /// The operations task, which follows the command topics (issue #5).
     pub commands: Option<mpsc::Sender<CommandUpdate>>,
+    /// Where the changes go for `/te/v1/changes` (issue #7).
+    pub feed: ChangeFeed,
+    /// The measurement history's file (issue #7).
+    pub history: HistoryFile,
 }
 
 struct Runner {
@@ -66,6 +72,9 @@ struct Runner {
     commands: Option<mpsc::Sender<CommandUpdate>>,
     /// Command messages the operations task had no room for.
     commands_dropped: u64,
+    feed: ChangeFeed,
+    history: HistoryFile,
+    history_errors: u64,
 }
 
 impl TwinTask {
@@ -81,6 +90,8 @@ impl TwinTask {
             telemetry_flush,
             endpoint,
             commands,
+            feed,
+            history,
         } = self;
         readiness.send_replace(Readiness::Disconnected(format!("connecting to {endpoint}")));
         let mut runner = Runner {
@@ -97,6 +108,9 @@ impl TwinTask {
             retry_after: RETRY_FIRST,
             commands,
             commands_dropped: 0,
+            feed,
+            history,
+            history_errors: 0,
         };
         let mut retained_tick = tokio::time::interval(RETAINED_FLUSH);
         let mut telemetry_tick =
@@ -121,7 +135,10 @@ impl TwinTask {
                     }
                 }
                 _ = retained_tick.tick() => runner.flush(Durability::Retained),
-                _ = telemetry_tick.tick() => runner.flush(Durability::Telemetry),
+                _ = telemetry_tick.tick() => {
+                    runner.flush(Durability::Telemetry);
+                    runner.flush_history();
+                }
                 _ = sleep_until(marker) => {
                     tracing::warn!("the sync marker did not come back within 30 s; sending another");
                     runner.store.resend_marker();
@@ -150,6 +167,7 @@ impl Runner {
     /// by a crash (§7.1).
     /// Empties `batch`, keeping its capacity for the next wake-up.
     fn process(&mut self, batch: &mut Vec<Input>) {
+        self.store.changes.active = self.feed.wanted();
         let mut steps: Vec<(Effects, Option<WriteResult>)> = Vec::new();
         let mut reads = Vec::new();
         for input in batch.drain(..) {
@@ -285,6 +303,31 @@ impl Runner {
                 answer_after_acks(tx, result, acks);
             }
         }
+        self.feed
+            .publish(self.store.changes.take(), self.store.changes.seq());
+    }
+
+    /// Appends the new history points to their file; failures are logged (once a minute) and
+    /// counted, and the next write rewrites the whole history.
+    fn flush_history(&mut self) {
+        let Err(error) = self
+            .history
+            .write(&mut self.store.history, Timestamp::now())
+        else {
+            return;
+        };
+        self.history_errors += 1;
+        if self
+            .log_limiter
+            .allow("history_write", Instant::now())
+            .is_some()
+        {
+            tracing::error!(
+                errors = self.history_errors,
+                "cannot write the measurement history, keeping it in memory: {:#}",
+                crate::report::chain(&error)
+            );
+        }
     }
 
     /// Logs a rejection and, when reportable, publishes it on `<root>/errors`, each rate limited
@@ -363,6 +406,7 @@ impl Runner {
         // One last attempt, whatever the back-off says.
         self.retry_at = None;
         self.flush(Durability::Telemetry);
+        self.flush_history();
         let (topic, payload) = self.store.down_health();
         let (tx, rx) = oneshot::channel();
         self.publisher

@@ -28,6 +28,10 @@ fn config() -> StoreConfig {
         max_section_items: 10_000,
         max_window_held: 10_000,
         pid: 42,
+        history: crate::config::HistoryConfig {
+            points: 300,
+            max_age: std::time::Duration::from_secs(3600),
+        },
     }
 }
 

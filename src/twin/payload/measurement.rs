@@ -15,7 +15,7 @@ use super::{invalid_type, utf8};
 use crate::twin::time::Timestamp;
 
 /// The effective type when neither the payload nor the topic gives one.
-const DEFAULT_MEASUREMENT_TYPE: &str = "ThinEdgeMeasurement";
+pub const DEFAULT_MEASUREMENT_TYPE: &str = "ThinEdgeMeasurement";
 
 const EMPTY: &str = "Empty Thin Edge measurement: it must contain at least one measurement";
 const NESTED: &str = "Expect single-value measurement";

@@ -21,7 +21,7 @@ pub use documents::{
     parse_capability, parse_command, parse_config, parse_twin_value, ConfigPayload,
 };
 pub use health::{health_status, is_mosquitto_bridge};
-pub use measurement::{parse_measurement, Measurement, MeasurementValue};
+pub use measurement::{parse_measurement, Measurement, MeasurementValue, DEFAULT_MEASUREMENT_TYPE};
 pub use records::{alarm_key, parse_alarm, parse_event, EventMessage};
 pub use registration::{
     parse_new_entity, parse_registration, parse_registration_value, registration_json,

@@ -1,0 +1,168 @@
+//! The twin's changes as events for `/te/v1/changes` (issue #7): every change of an entity's
+//! state gets the next sequence number, and, while someone follows the stream, its event text.
+//!
+//! Extends [`Store`]: the rules call [`Store::changed`] right after they changed an item, so the
+//! event carries the item as the state document now shows it (§6.1); a removed entity gets one
+//! event with a `null` registration. Numbering never stops, so a gap is visible to the feed even
+//! when no text was made. The journal the HTTP clients read is `feed`'s.
+
+use std::fmt::{self, Write as _};
+
+use serde::Serialize;
+
+use super::model::Entity;
+use super::payload::alarm_key;
+use super::store::Store;
+use super::time::Timestamp;
+use crate::topic::{Channel, EntityTopicId};
+
+/// The store's side of the change stream.
+#[derive(Debug)]
+pub struct Changes {
+    /// The sequence number of the last change.
+    seq: u64,
+    /// Whether event texts are wanted (someone follows the stream).
+    pub active: bool,
+    pending: Vec<(u64, String)>,
+}
+
+impl Changes {
+    /// Numbering that goes on after `seq`.
+    pub fn new(seq: u64) -> Changes {
+        Changes {
+            seq,
+            active: false,
+            pending: Vec::new(),
+        }
+    }
+
+    /// Where numbering starts: the agent's start time in microseconds, so that a number from
+    /// an earlier run is never mistaken for one of this run (it is behind, or unknown).
+    pub fn first_seq(start: Timestamp) -> u64 {
+        u64::try_from(start.as_millis())
+            .unwrap_or(0)
+            .saturating_mul(1000)
+    }
+
+    /// The sequence number of the last change.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// The events made since the last call, in order.
+    pub fn take(&mut self) -> Vec<(u64, String)> {
+        std::mem::take(&mut self.pending)
+    }
+
+    fn push(&mut self, id: &EntityTopicId, channel: &dyn fmt::Display, value: &str) {
+        let seq = self.seq;
+        let channel = channel.to_string();
+        let mut text = String::with_capacity(96 + channel.len() + value.len());
+        let _ = write!(
+            text,
+            "id: {seq}\nevent: change\ndata: {{\"seq\":{seq},\"@topic-id\":{},\"channel\":{},\"value\":{value}}}\n\n",
+            Json(id.as_str()),
+            Json(&channel),
+        );
+        self.pending.push((seq, text));
+    }
+}
+
+/// A string as JSON text.
+struct Json<'a>(&'a str);
+
+impl fmt::Display for Json<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match serde_json::to_string(self.0) {
+            Ok(text) => f.write_str(&text),
+            Err(_) => f.write_str("null"),
+        }
+    }
+}
+
+/// The JSON text of a value, `null` for `None`.
+pub(super) fn json<T: Serialize + ?Sized>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_else(|_| "null".to_string())
+}
+
+impl Store {
+    /// A change of `channel` of the registered entity `id`; `value` gives the item as the
+    /// state document shows it now. Nothing for an unknown entity.
+    pub(super) fn changed(
+        &mut self,
+        id: &EntityTopicId,
+        channel: &dyn fmt::Display,
+        value: impl FnOnce(&Entity) -> String,
+    ) {
+        let Some(entity) = self.entities.get(id) else {
+            return;
+        };
+        self.changes.seq += 1;
+        if self.changes.active {
+            let value = value(entity);
+            self.changes.push(id, channel, &value);
+        }
+    }
+
+    /// A change of the item `channel` names, as the state document shows it now. Alarms are
+    /// named by their key in the state document (`a/ThinEdgeAlarm` for `a/`).
+    pub(super) fn item_changed(&mut self, id: &EntityTopicId, channel: &Channel) {
+        let value = |e: &Entity| {
+            let x = e.extra();
+            match channel {
+                Channel::Registration => json(&e.metadata()),
+                Channel::Twin(key) => json(&e.twin.get(key.as_str())),
+                Channel::Config => json(&x.config),
+                Channel::Measurement(t) => json(&e.measurements.get(t.as_str())),
+                Channel::Event(t) => json(&x.events.get(t.as_str()).and_then(|l| l.front())),
+                Channel::Alarm(t) => json(&x.alarms.get(alarm_key(t))),
+                Channel::Capability(op) => json(&x.capabilities.get(op.as_str())),
+                Channel::Command { op, id } => {
+                    json(&x.commands.get(op.as_str()).and_then(|c| c.get(id.as_str())))
+                }
+                Channel::Health => json(&x.health),
+                _ => "null".to_string(),
+            }
+        };
+        match channel {
+            Channel::Alarm(t) => self.changed(id, &format_args!("a/{}", alarm_key(t)), value),
+            _ => self.changed(id, channel, value),
+        }
+    }
+
+    /// A registration, new or changed: the event carries the metadata.
+    pub(super) fn registration_changed(&mut self, id: &EntityTopicId) {
+        self.changed(id, &"", |e| json(&e.metadata()));
+    }
+
+    /// A removed entity: its registration becomes `null`.
+    pub(super) fn entity_removed(&mut self, id: &EntityTopicId) {
+        self.changes.seq += 1;
+        if self.changes.active {
+            self.changes.push(id, &"", "null");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_are_numbered_from_the_start_time_and_made_only_when_wanted() {
+        let mut c = Changes::new(Changes::first_seq(Timestamp::from_millis(1_000)));
+        assert_eq!(c.seq(), 1_000_000);
+        let id: EntityTopicId = "device/c1//".parse().unwrap();
+        c.seq += 1;
+        c.push(&id, &"twin/name", "\"x\"");
+        assert_eq!(
+            c.take(),
+            [(
+                1_000_001,
+                "id: 1000001\nevent: change\ndata: {\"seq\":1000001,\"@topic-id\":\"device/c1//\",\"channel\":\"twin/name\",\"value\":\"x\"}\n\n"
+                    .to_string()
+            )]
+        );
+        assert!(c.take().is_empty());
+    }
+}

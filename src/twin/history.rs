@@ -1,0 +1,607 @@
+//! The measurement history of the twin (issue #7): for every measurement series, its last
+//! points, bounded by `twin.history.points` and `twin.history.max_age`, and what is still to be
+//! written to `history.jsonl` (`history_file`).
+//!
+//! Owned by the store, next to the entities: the store records a point for every accepted
+//! measurement value and drops an entity's history with the entity. No I/O here. A point is 16
+//! bytes (milliseconds and an `f64`), so a full series of 300 points costs about 5 KiB.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use serde::ser::{SerializeMap, SerializeSeq, SerializeStruct};
+use serde::{Serialize, Serializer};
+
+use super::model::Name;
+use super::time::Timestamp;
+use crate::config::HistoryConfig;
+use crate::topic::EntityTopicId;
+
+/// One point of a series.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Point {
+    pub time: Timestamp,
+    pub value: f64,
+}
+
+/// The points of one series, in arrival order (which is time order unless a device sends
+/// timestamps out of order: queries sort them).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Track {
+    pub mtype: Name,
+    pub name: Name,
+    /// The member of a group (`current` → `L1`); `None` for a single series.
+    pub member: Option<Name>,
+    pub points: VecDeque<Point>,
+    /// How many of the newest points are not yet written to disk.
+    unsaved: usize,
+}
+
+impl Track {
+    fn new(mtype: Name, name: Name, member: Option<Name>) -> Track {
+        Track {
+            mtype,
+            name,
+            member,
+            points: VecDeque::new(),
+            unsaved: 0,
+        }
+    }
+
+    fn is(&self, mtype: &str, name: &str, member: Option<&str>) -> bool {
+        &*self.mtype == mtype && &*self.name == name && self.member.as_deref() == member
+    }
+
+    /// The points not yet written.
+    pub fn unsaved(&self) -> impl Iterator<Item = &Point> {
+        self.points.iter().skip(self.points.len() - self.unsaved)
+    }
+
+    /// Appends `point`, dropping the oldest beyond `limit` and those older than `cutoff`.
+    fn push(&mut self, point: Point, limit: usize, cutoff: Timestamp) {
+        if self.points.len() >= limit {
+            self.points.pop_front();
+        } else if self.points.len() == self.points.capacity() {
+            // Grow by at most the room left: a full series then holds exactly `limit` points,
+            // not the next power of two.
+            let room = limit - self.points.len();
+            self.points
+                .reserve_exact(self.points.len().max(4).min(room));
+        }
+        self.points.push_back(point);
+        self.unsaved = (self.unsaved + 1).min(self.points.len());
+        self.expire(cutoff);
+    }
+
+    /// Drops points older than `cutoff` from the front (the oldest arrivals).
+    fn expire(&mut self, cutoff: Timestamp) {
+        while self.points.front().is_some_and(|p| p.time < cutoff) {
+            self.points.pop_front();
+        }
+        self.unsaved = self.unsaved.min(self.points.len());
+    }
+}
+
+/// What the history holds, and what it has not yet written.
+#[derive(Debug, Default)]
+pub struct History {
+    cfg: Option<HistoryConfig>,
+    tracks: HashMap<EntityTopicId, Vec<Track>>,
+    /// Entities with unsaved points.
+    dirty: HashSet<EntityTopicId>,
+    /// Entities whose history is gone since the last write.
+    removed: HashSet<EntityTopicId>,
+}
+
+/// One entry of a write to disk.
+#[derive(Debug, PartialEq)]
+pub enum Unsaved<'a> {
+    /// New points of one series.
+    Points(&'a EntityTopicId, &'a Track),
+    /// The entity's history is gone.
+    Removed(EntityTopicId),
+}
+
+impl History {
+    pub fn new(cfg: HistoryConfig) -> History {
+        History {
+            cfg: Some(cfg),
+            ..History::default()
+        }
+    }
+
+    fn limits(&self, now: Timestamp) -> Option<(usize, Timestamp)> {
+        let cfg = self.cfg.filter(|c| c.points > 0)?;
+        let age = i64::try_from(cfg.max_age.as_millis()).unwrap_or(i64::MAX);
+        Some((
+            cfg.points,
+            Timestamp::from_millis(now.as_millis().saturating_sub(age)),
+        ))
+    }
+
+    /// Records one measurement value at reception time `now`.
+    /// `series` is (type, name, member); `intern` makes the names of a new series.
+    pub fn record(
+        &mut self,
+        id: &EntityTopicId,
+        series: (&str, &str, Option<&str>),
+        point: Point,
+        now: Timestamp,
+        mut intern: impl FnMut(&str) -> Name,
+    ) {
+        let (mtype, name, member) = series;
+        let Some((limit, cutoff)) = self.limits(now) else {
+            return;
+        };
+        if point.time < cutoff || !point.value.is_finite() {
+            return;
+        }
+        let tracks = match self.tracks.get_mut(id) {
+            Some(tracks) => tracks,
+            None => self.tracks.entry(id.clone()).or_default(),
+        };
+        let track = match tracks.iter().position(|t| t.is(mtype, name, member)) {
+            Some(i) => &mut tracks[i],
+            None => {
+                tracks.push(Track::new(
+                    intern(mtype),
+                    intern(name),
+                    member.map(&mut intern),
+                ));
+                let last = tracks.len() - 1;
+                &mut tracks[last]
+            }
+        };
+        track.push(point, limit, cutoff);
+        if !self.dirty.contains(id) {
+            self.dirty.insert(id.clone());
+        }
+    }
+
+    /// Forgets an entity's history (deregistration).
+    pub fn remove(&mut self, id: &EntityTopicId) {
+        if self.tracks.remove(id).is_some() {
+            self.dirty.remove(id);
+            self.removed.insert(id.clone());
+        }
+    }
+
+    /// Forgets an entity's history without writing that down (loading).
+    pub fn forget(&mut self, id: &EntityTopicId) {
+        self.tracks.remove(id);
+    }
+
+    /// The series of `id`, if it has any.
+    pub fn tracks(&self, id: &EntityTopicId) -> &[Track] {
+        self.tracks.get(id).map_or(&[], Vec::as_slice)
+    }
+
+    /// Every series, for a rewrite of the whole file; marks everything written.
+    pub fn all(&mut self, now: Timestamp) -> impl Iterator<Item = (&EntityTopicId, &Track)> {
+        self.expire(now);
+        self.dirty.clear();
+        self.removed.clear();
+        for tracks in self.tracks.values_mut() {
+            for track in tracks {
+                track.unsaved = 0;
+            }
+        }
+        self.tracks
+            .iter()
+            .flat_map(|(id, tracks)| tracks.iter().map(move |t| (id, t)))
+    }
+
+    /// Whether anything is waiting to be written.
+    pub fn has_unsaved(&self) -> bool {
+        !self.dirty.is_empty() || !self.removed.is_empty()
+    }
+
+    /// What changed since the last write (removals first). The points stay unsaved until
+    /// [`History::saved`]; after a failed write the caller rewrites everything ([`History::all`]).
+    pub fn take_unsaved(&mut self) -> Vec<Unsaved<'_>> {
+        let mut out: Vec<Unsaved<'_>> = self.removed.drain().map(Unsaved::Removed).collect();
+        let dirty = std::mem::take(&mut self.dirty);
+        for (id, tracks) in &self.tracks {
+            if !dirty.contains(id) {
+                continue;
+            }
+            out.extend(
+                tracks
+                    .iter()
+                    .filter(|t| t.unsaved > 0)
+                    .map(|t| Unsaved::Points(id, t)),
+            );
+        }
+        out
+    }
+
+    /// Marks the points handed out by [`History::take_unsaved`] as written.
+    pub fn saved(&mut self) {
+        for tracks in self.tracks.values_mut() {
+            for track in tracks {
+                track.unsaved = 0;
+            }
+        }
+    }
+
+    /// How many points are kept, over all series.
+    pub fn points(&self) -> usize {
+        self.tracks
+            .values()
+            .flat_map(|t| t.iter())
+            .map(|t| t.points.len())
+            .sum()
+    }
+
+    /// Loads points read back from disk, in file order. Limits apply as for new points.
+    pub fn restore(
+        &mut self,
+        id: EntityTopicId,
+        key: (Name, Name, Option<Name>),
+        points: impl IntoIterator<Item = Point>,
+        now: Timestamp,
+    ) {
+        let Some((limit, cutoff)) = self.limits(now) else {
+            return;
+        };
+        let tracks = self.tracks.entry(id).or_default();
+        let (mtype, name, member) = key;
+        let i = match tracks
+            .iter()
+            .position(|t| t.is(&mtype, &name, member.as_deref()))
+        {
+            Some(i) => i,
+            None => {
+                tracks.push(Track::new(mtype, name, member));
+                tracks.len() - 1
+            }
+        };
+        let track = &mut tracks[i];
+        for point in points {
+            if point.time >= cutoff && point.value.is_finite() {
+                track.push(point, limit, cutoff);
+            }
+        }
+        track.unsaved = 0;
+    }
+
+    /// Drops what a restore brought for an entity the twin no longer has.
+    pub fn retain(&mut self, mut known: impl FnMut(&EntityTopicId) -> bool) {
+        self.tracks.retain(|id, tracks| {
+            tracks.retain(|t| !t.points.is_empty());
+            known(id) && !tracks.is_empty()
+        });
+    }
+
+    fn expire(&mut self, now: Timestamp) {
+        let Some((_, cutoff)) = self.limits(now) else {
+            self.tracks.clear();
+            return;
+        };
+        for tracks in self.tracks.values_mut() {
+            for track in tracks.iter_mut() {
+                track.expire(cutoff);
+            }
+            tracks.retain(|t| !t.points.is_empty());
+        }
+        self.tracks.retain(|_, tracks| !tracks.is_empty());
+    }
+
+    /// The reply of `GET …/m/<type>`: the series of one type, `since` and `series` applied,
+    /// points oldest first, groups nested as in the state document.
+    pub fn reply<'a>(
+        &'a self,
+        id: &'a EntityTopicId,
+        mtype: &'a str,
+        since: Option<Timestamp>,
+        series: Option<&'a str>,
+        now: Timestamp,
+    ) -> Reply<'a> {
+        let cutoff = self.limits(now).map(|(_, c)| c);
+        let from = match (since, cutoff) {
+            (Some(s), Some(c)) => Some(s.max(c)),
+            (s, c) => s.or(c),
+        };
+        let tracks = self
+            .tracks(id)
+            .iter()
+            .filter(|t| &*t.mtype == mtype && series.is_none_or(|s| &*t.name == s))
+            .collect();
+        Reply {
+            id,
+            mtype,
+            tracks,
+            from,
+        }
+    }
+}
+
+/// `{"@topic-id":…,"type":…,"series":{name: [points] | {member: [points]}}}`.
+pub struct Reply<'a> {
+    id: &'a EntityTopicId,
+    mtype: &'a str,
+    tracks: Vec<&'a Track>,
+    from: Option<Timestamp>,
+}
+
+impl Serialize for Reply<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(3))?;
+        m.serialize_entry("@topic-id", self.id)?;
+        m.serialize_entry("type", self.mtype)?;
+        m.serialize_entry("series", &SeriesMap(self))?;
+        m.end()
+    }
+}
+
+struct SeriesMap<'a>(&'a Reply<'a>);
+
+impl Serialize for SeriesMap<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let reply = self.0;
+        let mut names: Vec<&str> = reply.tracks.iter().map(|t| &*t.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        let mut m = s.serialize_map(Some(names.len()))?;
+        for name in names {
+            let mut of_name: Vec<&Track> = reply
+                .tracks
+                .iter()
+                .copied()
+                .filter(|t| &*t.name == name)
+                .collect();
+            // A name that switched between a single series and a group shows its newer shape,
+            // as the state document does.
+            let newest = of_name
+                .iter()
+                .max_by_key(|t| t.points.back().map(|p| p.time))
+                .map(|t| t.member.is_some());
+            of_name.retain(|t| Some(t.member.is_some()) == newest);
+            if newest == Some(true) {
+                of_name.sort_by(|a, b| a.member.cmp(&b.member));
+                m.serialize_entry(name, &Group(&of_name, reply.from))?;
+            } else if let Some(track) = of_name.first() {
+                m.serialize_entry(name, &Points(track, reply.from))?;
+            }
+        }
+        m.end()
+    }
+}
+
+struct Group<'a>(&'a [&'a Track], Option<Timestamp>);
+
+impl Serialize for Group<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for track in self.0 {
+            if let Some(member) = &track.member {
+                m.serialize_entry(&**member, &Points(track, self.1))?;
+            }
+        }
+        m.end()
+    }
+}
+
+/// The points of a track from `from` on, sorted by time (stable: equal times keep their
+/// arrival order).
+struct Points<'a>(&'a Track, Option<Timestamp>);
+
+impl Serialize for Points<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut points: Vec<&Point> = self
+            .0
+            .points
+            .iter()
+            .filter(|p| self.1.is_none_or(|from| p.time >= from))
+            .collect();
+        points.sort_by_key(|p| p.time);
+        let mut seq = s.serialize_seq(Some(points.len()))?;
+        for point in points {
+            seq.serialize_element(&PointJson(point))?;
+        }
+        seq.end()
+    }
+}
+
+/// `{"time":"2026-…Z","value":21.5}`.
+struct PointJson<'a>(&'a Point);
+
+impl Serialize for PointJson<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut st = s.serialize_struct("Point", 2)?;
+        st.serialize_field("time", &self.0.time)?;
+        st.serialize_field("value", &number(self.0.value))?;
+        st.end()
+    }
+}
+
+/// A value as JSON: integral values within `f64`'s exact range print as integers (`25`, not
+/// `25.0`), as the device sent them.
+pub fn number(value: f64) -> serde_json::Number {
+    const EXACT: f64 = 9_007_199_254_740_992.0;
+    if value.fract() == 0.0 && value.abs() < EXACT {
+        serde_json::Number::from(value as i64)
+    } else {
+        serde_json::Number::from_f64(value).unwrap_or_else(|| serde_json::Number::from(0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn history(points: usize) -> History {
+        History::new(HistoryConfig {
+            points,
+            max_age: Duration::from_secs(3600),
+        })
+    }
+
+    fn id(s: &str) -> EntityTopicId {
+        s.parse().unwrap()
+    }
+
+    fn name(s: &str) -> Name {
+        Name::from(s)
+    }
+
+    fn at(ms: i64, value: f64) -> Point {
+        Point {
+            time: Timestamp::from_millis(ms),
+            value,
+        }
+    }
+
+    const NOW: i64 = 1_800_000_000_000;
+
+    #[test]
+    fn a_series_keeps_its_newest_points_and_sorts_them_by_time() {
+        let mut h = history(3);
+        let (c, env, temp) = (id("device/c//"), name("env"), name("temperature"));
+        let now = Timestamp::from_millis(NOW);
+        for (ms, v) in [
+            (NOW - 40, 1.0),
+            (NOW - 10, 2.5),
+            (NOW - 30, 3.0),
+            (NOW - 20, 4.0),
+        ] {
+            h.record(&c, (&env, &temp, None), at(ms, v), now, |s: &str| {
+                Name::from(s)
+            });
+        }
+        let track = &h.tracks(&c)[0];
+        assert_eq!(track.points.len(), 3);
+        let text = serde_json::to_string(&h.reply(&c, "env", None, None, now)).unwrap();
+        assert_eq!(
+            text,
+            r#"{"@topic-id":"device/c//","type":"env","series":{"temperature":[{"time":"2027-01-15T07:59:59.970Z","value":3},{"time":"2027-01-15T07:59:59.980Z","value":4},{"time":"2027-01-15T07:59:59.990Z","value":2.5}]}}"#
+        );
+    }
+
+    #[test]
+    fn since_series_and_max_age_select_points() {
+        let mut h = History::new(HistoryConfig {
+            points: 10,
+            max_age: Duration::from_secs(60),
+        });
+        let (c, env) = (id("device/c//"), name("env"));
+        let now = Timestamp::from_millis(NOW);
+        h.record(
+            &c,
+            (&env, "t", None),
+            at(NOW - 61_000, 1.0),
+            now,
+            |s: &str| Name::from(s),
+        );
+        h.record(
+            &c,
+            (&env, "t", None),
+            at(NOW - 30_000, 2.0),
+            now,
+            |s: &str| Name::from(s),
+        );
+        h.record(
+            &c,
+            (&env, "t", None),
+            at(NOW - 1_000, 3.0),
+            now,
+            |s: &str| Name::from(s),
+        );
+        h.record(
+            &c,
+            (&env, "current", Some("L2")),
+            at(NOW, 9.5),
+            now,
+            |s: &str| Name::from(s),
+        );
+        h.record(
+            &c,
+            (&env, "current", Some("L1")),
+            at(NOW, 10.0),
+            now,
+            |s: &str| Name::from(s),
+        );
+        h.record(&c, ("other", "t", None), at(NOW, 7.0), now, |s: &str| {
+            Name::from(s)
+        });
+        let all = serde_json::to_value(h.reply(&c, "env", None, None, now)).unwrap();
+        assert_eq!(all["series"]["t"].as_array().unwrap().len(), 2);
+        assert_eq!(
+            all["series"]["current"],
+            serde_json::json!({
+                "L1": [{"time": "2027-01-15T08:00:00.000Z", "value": 10}],
+                "L2": [{"time": "2027-01-15T08:00:00.000Z", "value": 9.5}],
+            })
+        );
+        let since = Timestamp::from_millis(NOW - 2_000);
+        let some = serde_json::to_value(h.reply(&c, "env", Some(since), Some("t"), now)).unwrap();
+        assert_eq!(
+            some["series"],
+            serde_json::json!({"t": [{"time": "2027-01-15T07:59:59.000Z", "value": 3}]})
+        );
+        let later = Timestamp::from_millis(NOW + 45_000);
+        let aged = serde_json::to_value(h.reply(&c, "env", None, Some("t"), later)).unwrap();
+        assert_eq!(aged["series"]["t"].as_array().unwrap().len(), 1);
+        let none = serde_json::to_value(h.reply(&c, "missing", None, None, now)).unwrap();
+        assert_eq!(none["series"], serde_json::json!({}));
+    }
+
+    #[test]
+    fn unsaved_points_are_handed_out_once_and_removals_are_remembered() {
+        let mut h = history(5);
+        let (a, b, m, t) = (id("device/a//"), id("device/b//"), name("m"), name("t"));
+        let now = Timestamp::from_millis(NOW);
+        h.record(&a, (&m, &t, None), at(NOW, 1.0), now, |s: &str| {
+            Name::from(s)
+        });
+        h.record(&a, (&m, &t, None), at(NOW + 1, 2.0), now, |s: &str| {
+            Name::from(s)
+        });
+        h.record(&b, (&m, &t, None), at(NOW, 3.0), now, |s: &str| {
+            Name::from(s)
+        });
+        let unsaved = h.take_unsaved();
+        assert_eq!(unsaved.len(), 2);
+        let Some(Unsaved::Points(_, track)) = unsaved
+            .iter()
+            .find(|u| matches!(u, Unsaved::Points(id, _) if **id == a))
+        else {
+            panic!("no points of device/a//: {unsaved:?}")
+        };
+        let values: Vec<f64> = track.unsaved().map(|p| p.value).collect();
+        assert_eq!(values, [1.0, 2.0]);
+        h.saved();
+        assert!(!h.has_unsaved());
+        h.record(&a, (&m, &t, None), at(NOW + 2, 4.0), now, |s: &str| {
+            Name::from(s)
+        });
+        h.remove(&b);
+        let unsaved = h.take_unsaved();
+        assert_eq!(unsaved[0], Unsaved::Removed(b.clone()));
+        let Unsaved::Points(_, track) = &unsaved[1] else {
+            panic!("{unsaved:?}")
+        };
+        assert_eq!(track.unsaved().map(|p| p.value).collect::<Vec<_>>(), [4.0]);
+    }
+
+    #[test]
+    fn no_history_is_kept_with_zero_points() {
+        let mut h = history(0);
+        let c = id("device/c//");
+        let now = Timestamp::from_millis(NOW);
+        h.record(&c, ("m", "t", None), at(NOW, 1.0), now, |s: &str| {
+            Name::from(s)
+        });
+        assert!(h.tracks(&c).is_empty());
+        assert!(!h.has_unsaved());
+    }
+
+    #[test]
+    fn numbers_print_as_sent() {
+        assert_eq!(number(25.0).to_string(), "25");
+        assert_eq!(number(-3.0).to_string(), "-3");
+        assert_eq!(number(2.5).to_string(), "2.5");
+        assert_eq!(number(1e300).to_string(), "1e+300");
+    }
+}

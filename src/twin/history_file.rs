@@ -1,0 +1,468 @@
+//! `history.jsonl`, the measurement history on disk (issue #7), next to the twin's state in
+//! `<data_dir>/twin`.
+//!
+//! Owns the file's format, appending, compaction and loading; the points themselves are
+//! [`History`]'s. Each write appends one line per series with new points
+//! (`{"e":<topic id>,"t":<type>,"s":<series>,"m":<member>,"p":[[<unix ms>,<value>],…]}`) and one
+//! per entity whose history is gone (`{"e":<topic id>,"x":true}`). The file is rewritten whole
+//! (`history.jsonl.tmp`, fsynced, renamed) when it grows past twice the live history, after a
+//! failed write, and after a load that found something to repair. The history is telemetry:
+//! it is written with the telemetry flush, so a crash loses at most one flush interval of it,
+//! never the file.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufRead, BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::history::{number, History, Point, Track, Unsaved};
+use super::store::Store;
+use super::time::Timestamp;
+use crate::topic::EntityTopicId;
+
+const FILE: &str = "history.jsonl";
+const TMP: &str = "history.jsonl.tmp";
+/// The file may always grow to this size before it is compacted.
+const MIN_COMPACT: u64 = 1 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HistoryFileError {
+    #[error("cannot write {}", .path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// One line of the file.
+#[derive(Debug, Serialize, Deserialize)]
+struct Line<'a> {
+    e: &'a str,
+    #[serde(default, skip_serializing_if = "Option::is_none", borrow)]
+    t: Option<&'a str>,
+    #[serde(default, skip_serializing_if = "Option::is_none", borrow)]
+    s: Option<&'a str>,
+    #[serde(default, skip_serializing_if = "Option::is_none", borrow)]
+    m: Option<&'a str>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    p: Vec<(i64, serde_json::Number)>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    x: bool,
+}
+
+/// What a load read back, in file order.
+#[derive(Debug, PartialEq)]
+pub enum Entry {
+    Points {
+        id: EntityTopicId,
+        mtype: String,
+        name: String,
+        member: Option<String>,
+        points: Vec<Point>,
+    },
+    Removed(EntityTopicId),
+}
+
+pub struct HistoryFile {
+    dir: PathBuf,
+    file: Option<File>,
+    size: u64,
+    /// The size of the last rewrite: the live history then.
+    live: u64,
+    rewrite: bool,
+}
+
+impl HistoryFile {
+    /// Reads the file in `dir` (missing: nothing) into the store's history, keeping the
+    /// entities the store has. Lines that cannot be read (a torn last line after a crash,
+    /// damage) are skipped with a warning and the file is rewritten at the next write; an
+    /// unreadable file is a warning too, and the history starts empty: it is telemetry, never a
+    /// reason not to start.
+    pub fn load_into(dir: &Path, store: &mut Store) -> (HistoryFile, Vec<String>) {
+        let now = Timestamp::now();
+        let (file, warnings) = HistoryFile::load(dir, |entry| match entry {
+            Entry::Points {
+                id,
+                mtype,
+                name,
+                member,
+                points,
+            } => {
+                if store.entity(&id).is_none() {
+                    return;
+                }
+                let names = &mut store.names;
+                let key = (
+                    names.intern(&mtype),
+                    names.intern(&name),
+                    member.map(|m| names.intern(&m)),
+                );
+                store.history.restore(id, key, points, now);
+            }
+            Entry::Removed(id) => store.history.forget(&id),
+        });
+        let entities = &store.entities;
+        store.history.retain(|id| entities.contains_key(id));
+        (file, warnings)
+    }
+
+    /// Reads the file in `dir`, handing each entry to `apply`, in file order.
+    fn load(dir: &Path, mut apply: impl FnMut(Entry)) -> (HistoryFile, Vec<String>) {
+        let path = dir.join(FILE);
+        let mut warnings = Vec::new();
+        let _ = fs::remove_file(dir.join(TMP));
+        let mut size = 0u64;
+        let mut skipped = 0usize;
+        let mut failed = false;
+        match File::open(&path) {
+            Ok(file) => {
+                let mut reader = BufReader::new(file);
+                let mut line = Vec::new();
+                loop {
+                    line.clear();
+                    match reader.read_until(b'\n', &mut line) {
+                        Ok(0) => break,
+                        Ok(read) => size += read as u64,
+                        Err(e) => {
+                            warnings.push(format!("{}: cannot read: {e}", path.display()));
+                            failed = true;
+                            break;
+                        }
+                    }
+                    match parse(&line) {
+                        Some(entry) => apply(entry),
+                        None => skipped += 1,
+                    }
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => {
+                warnings.push(format!("{}: cannot read: {e}", path.display()));
+                failed = true;
+            }
+        }
+        if skipped > 0 {
+            warnings.push(format!(
+                "{}: skipped {skipped} unreadable lines; the file will be rewritten",
+                path.display()
+            ));
+        }
+        let file = HistoryFile {
+            dir: dir.to_path_buf(),
+            file: None,
+            size,
+            live: size,
+            rewrite: skipped > 0 || failed,
+        };
+        (file, warnings)
+    }
+
+    /// Writes what the history has not yet written: appended, or the whole history when the
+    /// file is due for compaction or a write failed before.
+    pub fn write(&mut self, history: &mut History, now: Timestamp) -> Result<(), HistoryFileError> {
+        if self.rewrite || self.size > MIN_COMPACT.max(self.live.saturating_mul(2)) {
+            return self.rewrite(history, now);
+        }
+        if !history.has_unsaved() {
+            return Ok(());
+        }
+        let mut buf = Vec::new();
+        for unsaved in history.take_unsaved() {
+            match unsaved {
+                Unsaved::Points(id, track) => {
+                    line(&mut buf, id, track, track.unsaved());
+                }
+                Unsaved::Removed(id) => {
+                    let removed = Line {
+                        e: id.as_str(),
+                        t: None,
+                        s: None,
+                        m: None,
+                        p: Vec::new(),
+                        x: true,
+                    };
+                    push_line(&mut buf, &removed);
+                }
+            }
+        }
+        match self.append(&buf) {
+            Ok(()) => {
+                history.saved();
+                self.size += buf.len() as u64;
+                Ok(())
+            }
+            Err(e) => {
+                // What reached the file is unknown: the next write replaces it.
+                self.rewrite = true;
+                self.file = None;
+                Err(e)
+            }
+        }
+    }
+
+    fn append(&mut self, buf: &[u8]) -> Result<(), HistoryFileError> {
+        let path = self.dir.join(FILE);
+        let err = |source| HistoryFileError::Write {
+            path: path.clone(),
+            source,
+        };
+        if self.file.is_none() {
+            let file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .map_err(err)?;
+            self.file = Some(file);
+        }
+        let Some(file) = self.file.as_mut() else {
+            return Ok(());
+        };
+        file.write_all(buf).map_err(err)?;
+        file.sync_data().map_err(err)
+    }
+
+    /// Replaces the file with the whole history.
+    fn rewrite(&mut self, history: &mut History, now: Timestamp) -> Result<(), HistoryFileError> {
+        self.file = None;
+        let (tmp, path) = (self.dir.join(TMP), self.dir.join(FILE));
+        let result = (|| {
+            let mut out = BufWriter::new(File::create(&tmp)?);
+            let mut buf = Vec::new();
+            let mut size = 0u64;
+            for (id, track) in history.all(now) {
+                buf.clear();
+                line(&mut buf, id, track, track.points.iter());
+                out.write_all(&buf)?;
+                size += buf.len() as u64;
+            }
+            out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+            fs::rename(&tmp, &path)?;
+            File::open(&self.dir)?.sync_all()?;
+            Ok(size)
+        })();
+        match result {
+            Ok(size) => {
+                self.size = size;
+                self.live = size;
+                self.rewrite = false;
+                Ok(())
+            }
+            Err(source) => {
+                let _ = fs::remove_file(&tmp);
+                self.rewrite = true;
+                Err(HistoryFileError::Write { path, source })
+            }
+        }
+    }
+}
+
+fn line<'a>(
+    buf: &mut Vec<u8>,
+    id: &EntityTopicId,
+    track: &Track,
+    points: impl Iterator<Item = &'a Point>,
+) {
+    let line = Line {
+        e: id.as_str(),
+        t: Some(&track.mtype),
+        s: Some(&track.name),
+        m: track.member.as_deref(),
+        p: points
+            .map(|p| (p.time.as_millis(), number(p.value)))
+            .collect(),
+        x: false,
+    };
+    push_line(buf, &line);
+}
+
+fn push_line(buf: &mut Vec<u8>, line: &Line<'_>) {
+    // A line of strings and numbers always serializes.
+    if serde_json::to_writer(&mut *buf, line).is_ok() {
+        buf.push(b'\n');
+    }
+}
+
+fn parse(bytes: &[u8]) -> Option<Entry> {
+    if bytes.last() != Some(&b'\n') {
+        return None;
+    }
+    let line: Line<'_> = serde_json::from_slice(bytes).ok()?;
+    let id: EntityTopicId = line.e.parse().ok()?;
+    if line.x {
+        return Some(Entry::Removed(id));
+    }
+    let points = line
+        .p
+        .iter()
+        .filter_map(|(ms, v)| {
+            Some(Point {
+                time: Timestamp::from_millis(*ms),
+                value: v.as_f64()?,
+            })
+        })
+        .collect();
+    Some(Entry::Points {
+        id,
+        mtype: line.t?.to_string(),
+        name: line.s?.to_string(),
+        member: line.m.map(str::to_string),
+        points,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::HistoryConfig;
+    use crate::twin::model::Name;
+
+    const NOW: i64 = 1_800_000_000_000;
+
+    fn config() -> HistoryConfig {
+        HistoryConfig {
+            points: 3,
+            max_age: Duration::from_secs(3600),
+        }
+    }
+
+    fn point(ms: i64, value: f64) -> Point {
+        Point {
+            time: Timestamp::from_millis(NOW + ms),
+            value,
+        }
+    }
+
+    fn load(dir: &Path) -> (History, HistoryFile, Vec<String>) {
+        let mut history = History::new(config());
+        let now = Timestamp::from_millis(NOW);
+        let (file, warnings) = HistoryFile::load(dir, |entry| match entry {
+            Entry::Points {
+                id,
+                mtype,
+                name,
+                member,
+                points,
+            } => history.restore(
+                id,
+                (mtype.into(), name.into(), member.map(Name::from)),
+                points,
+                now,
+            ),
+            Entry::Removed(id) => history.forget(&id),
+        });
+        assert!(!history.has_unsaved());
+        (history, file, warnings)
+    }
+
+    #[test]
+    fn appended_points_and_removals_load_back_within_the_limits() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = Timestamp::from_millis(NOW);
+        let (a, b): (EntityTopicId, EntityTopicId) =
+            ("device/a//".parse().unwrap(), "device/b//".parse().unwrap());
+        let (m, t, g, l1) = (
+            Name::from("m"),
+            Name::from("t"),
+            Name::from("g"),
+            Name::from("L1"),
+        );
+        let (mut history, mut file, _) = load(dir.path());
+        history.record(&a, (&m, &t, None), point(0, 1.0), now, |s: &str| {
+            Name::from(s)
+        });
+        history.record(&a, (&m, &g, Some(&l1)), point(0, 2.5), now, |s: &str| {
+            Name::from(s)
+        });
+        history.record(&b, (&m, &t, None), point(0, 3.0), now, |s: &str| {
+            Name::from(s)
+        });
+        file.write(&mut history, now).unwrap();
+        history.record(&a, (&m, &t, None), point(1, 4.0), now, |s: &str| {
+            Name::from(s)
+        });
+        history.record(&a, (&m, &t, None), point(2, 5.0), now, |s: &str| {
+            Name::from(s)
+        });
+        history.record(&a, (&m, &t, None), point(3, 6.0), now, |s: &str| {
+            Name::from(s)
+        });
+        history.remove(&b);
+        file.write(&mut history, now).unwrap();
+        assert!(!history.has_unsaved());
+        let text = fs::read_to_string(dir.path().join(FILE)).unwrap();
+        assert_eq!(text.lines().count(), 5, "{text}");
+        assert!(text.contains(r#"{"e":"device/b//","x":true}"#), "{text}");
+
+        let (loaded, _, warnings) = load(dir.path());
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert!(loaded.tracks(&b).is_empty());
+        let tracks = loaded.tracks(&a);
+        let t_points: Vec<f64> = tracks
+            .iter()
+            .find(|t| &*t.name == "t")
+            .unwrap()
+            .points
+            .iter()
+            .map(|p| p.value)
+            .collect();
+        assert_eq!(t_points, [4.0, 5.0, 6.0]);
+        let g_track = tracks.iter().find(|t| &*t.name == "g").unwrap();
+        assert_eq!(g_track.member.as_deref(), Some("L1"));
+        assert_eq!(g_track.points[0], point(0, 2.5));
+    }
+
+    #[test]
+    fn a_torn_line_is_skipped_and_the_file_rewritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE);
+        fs::write(
+            &path,
+            format!(
+                "{{\"e\":\"device/a//\",\"t\":\"m\",\"s\":\"t\",\"p\":[[{NOW},1]]}}\nnot json\n{{\"e\":\"device/a//\",\"t\":\"m\",\"s\":\"t\",\"p\":[[{},2]"
+                , NOW + 1
+            ),
+        )
+        .unwrap();
+        let (mut history, mut file, warnings) = load(dir.path());
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].ends_with("skipped 2 unreadable lines; the file will be rewritten"));
+        file.write(&mut history, Timestamp::from_millis(NOW))
+            .unwrap();
+        assert_eq!(
+            fs::read_to_string(&path).unwrap(),
+            format!("{{\"e\":\"device/a//\",\"t\":\"m\",\"s\":\"t\",\"p\":[[{NOW},1]]}}\n")
+        );
+        assert!(!dir.path().join(TMP).exists());
+    }
+
+    #[test]
+    fn a_failed_write_rewrites_everything_next_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = Timestamp::from_millis(NOW);
+        let a: EntityTopicId = "device/a//".parse().unwrap();
+        let (m, t) = (Name::from("m"), Name::from("t"));
+        let (mut history, mut file, _) = load(dir.path());
+        history.record(&a, (&m, &t, None), point(0, 1.0), now, |s: &str| {
+            Name::from(s)
+        });
+        // A directory where the file should be: the append fails.
+        fs::create_dir(dir.path().join(FILE)).unwrap();
+        assert!(file.write(&mut history, now).is_err());
+        fs::remove_dir(dir.path().join(FILE)).unwrap();
+        history.record(&a, (&m, &t, None), point(1, 2.0), now, |s: &str| {
+            Name::from(s)
+        });
+        file.write(&mut history, now).unwrap();
+        let (loaded, _, _) = load(dir.path());
+        let values: Vec<f64> = loaded.tracks(&a)[0]
+            .points
+            .iter()
+            .map(|p| p.value)
+            .collect();
+        assert_eq!(values, [1.0, 2.0]);
+    }
+}
