@@ -299,3 +299,222 @@ async fn the_page_shows_when_the_broker_and_then_the_agent_are_lost() {
                 || e.contains("ERR_CONNECTION_REFUSED"))
     });
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tree_of_ten_thousand_children_is_drawn_lazily() {
+    const CHILDREN: usize = 10_000;
+    let rig = System::start_watching(Watch::FromReady, |_| {}).await;
+    for i in 0..CHILDREN {
+        rig.input
+            .publish(
+                &format!("te/device/c{i}//"),
+                r#"{"@type":"child-device"}"#,
+                true,
+            )
+            .await;
+    }
+    common::twin::caught_up_within(&rig.broker, Duration::from_secs(120)).await;
+
+    let browser = Browser::launch().await;
+    let started = std::time::Instant::now();
+    browser.open(&rig.url("/")).await;
+    let more = browser
+        .wait_for(
+            "the first page of the main device's children",
+            Duration::from_secs(30),
+            "document.querySelector('#tree .more .label')?.textContent ?? null",
+        )
+        .await;
+    println!(
+        "{CHILDREN} children: tree first drawn {} ms after navigation",
+        started.elapsed().as_millis()
+    );
+    // The main device, 200 children and the "show more" item; the agent's own service is a
+    // child too, after the devices.
+    assert_eq!(more, json!("Show 200 more (9,801 not shown)"));
+    let items = "document.querySelectorAll('#tree [role=treeitem]').length";
+    assert_eq!(browser.evaluate(items).await, json!(202));
+
+    browser
+        .evaluate("document.querySelector('#tree .more .label').click()")
+        .await;
+    assert_eq!(browser.evaluate(items).await, json!(402));
+
+    // Selecting a child far down the list draws enough of the list to show it.
+    browser
+        .evaluate("location.hash = '#' + encodeURIComponent('device/c9999//')")
+        .await;
+    browser
+        .wait_for(
+            "c9999 selected and drawn",
+            WAIT,
+            "document.querySelector('#tree [aria-selected=true]')?.dataset.key === 'device/c9999//'",
+        )
+        .await;
+    let drawn = browser.evaluate(items).await.as_u64().unwrap_or_default();
+    assert!(drawn <= 10_002, "{drawn}");
+
+    // The filter lists matches flat, at most 200.
+    browser
+        .evaluate(
+            "(f => { f.value = 'c99'; f.dispatchEvent(new Event('input')); })(document.getElementById('filter'))",
+        )
+        .await;
+    assert_eq!(browser.evaluate(items).await, json!(111));
+
+    // A burst of changes all over the twin is applied in batches, and the page keeps up.
+    let started = std::time::Instant::now();
+    for i in 0..2_000 {
+        rig.input
+            .publish_qos0(
+                &format!("te/device/c{}///m/load", i * 7 % CHILDREN),
+                format!(r#"{{"v":{i}}}"#),
+                false,
+            )
+            .await;
+    }
+    rig.input
+        .publish("te/device/c9999///m/load", r#"{"v":12345}"#, false)
+        .await;
+    browser
+        .wait_for(
+            "the last of 2,000 changes",
+            Duration::from_secs(30),
+            &format!("{} === '12345'", series_value("load/v")),
+        )
+        .await;
+    println!(
+        "2,000 changes over {CHILDREN} entities shown within {} ms",
+        started.elapsed().as_millis()
+    );
+    assert_no_errors(&browser, |_| false);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twin_events_capabilities_operations_health_and_bridges_follow_live() {
+    let rig = system_with_a_hot_child().await;
+    let browser = open_page(&rig).await;
+    browser
+        .evaluate(&format!(
+            "location.hash = '#' + encodeURIComponent('{CHILD}')"
+        ))
+        .await;
+    browser
+        .wait_for(
+            "child1 selected",
+            WAIT,
+            &format!("{} === '21.5'", series_value("environment/temperature")),
+        )
+        .await;
+    browser.evaluate("window.notReloaded = true").await;
+
+    let bridge = "te/device/main/service/mosquitto-c8y-bridge";
+    rig.register(
+        "device/main/service/mosquitto-c8y-bridge",
+        r#"{"@type":"service"}"#,
+    )
+    .await;
+    for (topic, payload, retain) in [
+        (
+            "te/device/child1///twin/name",
+            r#""Child <b>one</b>""#,
+            true,
+        ),
+        (
+            "te/device/child1///e/login",
+            r#"{"text":"user bob"}"#,
+            false,
+        ),
+        ("te/device/child1///cmd/restart", "{}", true),
+        (
+            "te/device/child1///cmd/restart/c8y-1",
+            r#"{"status":"executing"}"#,
+            true,
+        ),
+        (
+            "te/device/child1///a/fire",
+            r#"{"severity":"critical","text":"Fire"}"#,
+            true,
+        ),
+        (
+            "te/device/child1///m/power",
+            r#"{"current":{"L1":9.5,"L2":10.25}}"#,
+            false,
+        ),
+        (
+            "te/device/child1///status/health",
+            r#"{"status":"up"}"#,
+            true,
+        ),
+        (&format!("{bridge}/status/health"), "1", true),
+        (&format!("{bridge}/status/health"), "0", true),
+    ] {
+        rig.publish(topic, payload.to_owned(), retain).await;
+    }
+    let detail = "document.getElementById('detail-body').innerText";
+    let text = browser
+        .wait_for(
+            "the new twin fragment, event, capability, operation and health",
+            WAIT,
+            &format!(
+                "(t => ['Child <b>one</b>', 'user bob', 'restart', 'c8y-1', 'executing', 'up']
+                    .every(s => t.includes(s)) ? t : null)({detail})"
+            ),
+        )
+        .await;
+    assert!(text.as_str().is_some_and(|t| !t.contains("null")), "{text}");
+    // Alarms are listed by severity: the critical one first.
+    assert_eq!(
+        browser
+            .evaluate("[...document.querySelectorAll('#detail-body tr[data-alarm]')].map(tr => tr.dataset.severity)")
+            .await,
+        json!(["critical", "major"])
+    );
+    assert_eq!(
+        browser.evaluate(&series_value("power/current/L2")).await,
+        json!("10.25")
+    );
+    // The bridge went down after being up: one flap, with its last down time.
+    let row = "document.querySelector('#bridges-body tr[data-bridge=\"device/main/service/mosquitto-c8y-bridge\"]')";
+    let shown = browser
+        .wait_for(
+            "the bridge down with one flap",
+            WAIT,
+            &format!(
+                "(r => r && r.cells[1].innerText === 'down' && r.cells[3].innerText === '1' \
+                  && r.cells[4].innerText !== '–' ? r.innerText : null)({row})"
+            ),
+        )
+        .await;
+    assert!(
+        shown
+            .as_str()
+            .is_some_and(|t| t.contains("mosquitto-c8y-bridge")),
+        "{shown}"
+    );
+    let (_, state) = rig
+        .get("/te/v1/entities/device/main/service/mosquitto-c8y-bridge/state")
+        .await;
+    assert_eq!(state["flaps"], json!(1), "{state}");
+
+    // Clearing the alarm and the command removes them.
+    rig.publish("te/device/child1///a/fire", "", true).await;
+    rig.publish("te/device/child1///cmd/restart/c8y-1", "", true)
+        .await;
+    browser
+        .wait_for(
+            "the cleared alarm and command gone",
+            WAIT,
+            "document.querySelectorAll('#detail-body tr[data-alarm]').length === 1 \
+             && !document.querySelector('#detail-body tr[data-command]')",
+        )
+        .await;
+    assert_eq!(
+        browser.evaluate("window.notReloaded === true").await,
+        json!(true)
+    );
+    let path = artifact_path("page-live.png");
+    browser.screenshot(&path).await;
+    println!("screenshot: {}", path.display());
+    assert_no_errors(&browser, |_| false);
+}

@@ -850,7 +850,7 @@
       );
       return;
     }
-    body.replaceChildren(
+    const parts = [
       headSection(id, doc),
       alarmSection(doc),
       measurementSection(doc),
@@ -858,7 +858,8 @@
       el('div', { class: 'grid2' }, twinSection(doc), capabilitySection(doc)),
       operationSection(doc),
       configSection(doc),
-    );
+    ];
+    body.replaceChildren(...parts.filter(Boolean));
   }
 
   function section(title, count, ...content) {
@@ -1007,7 +1008,8 @@
     }
     const t0 = points[0].t;
     const span = points[points.length - 1].t - t0;
-    const x = (p, i) => (span > 0 ? ((p.t - t0) / span) * w : points.length > 1 ? (i / (points.length - 1)) * w : w);
+    const pad = 2; // room for the end marker
+    const x = (p, i) => pad + (span > 0 ? (p.t - t0) / span : points.length > 1 ? i / (points.length - 1) : 1) * (w - 2 * pad);
     const y = (p) => (hi > lo ? h - 2 - ((p.v - lo) / (hi - lo)) * (h - 4) : h / 2);
     const coords = points.map((p, i) => `${x(p, i).toFixed(2)},${y(p).toFixed(2)}`).join(' ');
     const last = points[points.length - 1];
