@@ -481,6 +481,7 @@
       if (generation !== stream.generation) return;
       replaceAll(docs);
       stream.loading = false;
+      if (stream.es && stream.es.readyState === EventSource.OPEN) setAgent('ok', 'Agent: live');
       schedule();
       render();
     } catch (err) {
@@ -517,14 +518,18 @@
     return '/te/v1/entities/' + id.split('/').map(encodeURIComponent).join('/');
   }
 
+  class HttpError extends Error {}
+
   async function getJson(url) {
     const res = await fetch(url, { cache: 'no-store', headers: { accept: 'application/json' } });
-    if (!res.ok) throw new Error(`${url}: HTTP ${res.status}`);
+    if (!res.ok) throw new HttpError(`HTTP ${res.status} for ${url}`);
     return res.json();
   }
 
+  // fetch rejects with a TypeError when the agent cannot be reached at all.
   function agentFailure(err) {
-    setAgent('bad', `Agent: unreachable (${err && err.message ? err.message : 'network error'})`);
+    if (err instanceof HttpError) setAgent('bad', `Agent: ${err.message}`);
+    else setAgent('bad', 'Agent: unreachable');
   }
 
   async function pollReady() {
