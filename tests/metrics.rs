@@ -49,6 +49,31 @@ async fn a_scrape_shows_what_came_in_what_was_served_and_the_process() {
         .await;
     rig.publish("te/device/ghost///m/env", r#"{"temp":1}"#, false)
         .await;
+    // Commands from any requester (here a mapper's): counted when they end, once.
+    let restart = "te/device/child1///cmd/restart/c8y-1";
+    for status in ["init", "executing", "successful", "successful"] {
+        rig.publish(restart, format!(r#"{{"status":"{status}"}}"#), true)
+            .await;
+    }
+    rig.publish(
+        "te/device/child1///cmd/my_op/x-1",
+        r#"{"status":"executing"}"#,
+        true,
+    )
+    .await;
+    rig.publish(
+        "te/device/child1///cmd/my_op/x-1",
+        r#"{"status":"failed","reason":"no"}"#,
+        true,
+    )
+    .await;
+    // Already final when first seen: it ended before (a retained command after a restart).
+    rig.publish(
+        "te/device/child1///cmd/restart/old",
+        r#"{"status":"failed"}"#,
+        true,
+    )
+    .await;
     rig.caught_up().await;
     let put = http::request(
         Method::PUT,
@@ -80,6 +105,18 @@ async fn a_scrape_shows_what_came_in_what_was_served_and_the_process() {
     assert_eq!(figure(&after, "edge_agent_entities{type=\"device\"}"), 1.0);
     assert_eq!(figure(&after, "edge_agent_entities{type=\"service\"}"), 1.0);
     assert!(delta("edge_agent_twin_changes_total") >= 2.0);
+    assert_eq!(
+        delta("edge_agent_commands_ended_total{operation=\"restart\",status=\"successful\"}"),
+        1.0
+    );
+    assert_eq!(
+        delta("edge_agent_commands_ended_total{operation=\"other\",status=\"failed\"}"),
+        1.0
+    );
+    assert_eq!(
+        delta("edge_agent_commands_ended_total{operation=\"restart\",status=\"failed\"}"),
+        0.0
+    );
     assert_eq!(figure(&after, "edge_agent_mqtt_connected"), 1.0);
     assert_eq!(figure(&after, "edge_agent_mqtt_reconnects_total"), 0.0);
     assert_eq!(delta("edge_agent_file_transfer_received_bytes_total"), 10.0);

@@ -179,6 +179,20 @@ fn twin_figures(registry: &mut Registry, twin: &TwinStats) {
         "Changes applied to the twin's entity records",
         c.changes,
     );
+    counters(
+        registry,
+        "commands_ended",
+        "Commands seen on the bus going from running to a final status, whoever requested them, by operation and final status",
+        c.commands_ended.iter().map(|((op, status), n)| {
+            (
+                vec![
+                    ("operation", (*op).to_owned()),
+                    ("status", (*status).to_owned()),
+                ],
+                *n,
+            )
+        }),
+    );
     gauges(
         registry,
         "entities",
@@ -334,6 +348,7 @@ mod tests {
         counters.received[measurement.unwrap()] = 7;
         counters.payload_rejected.insert("measurement", 2);
         counters.changes = 9;
+        counters.commands_ended.insert(("restart", "successful"), 5);
         let mut entities = BTreeMap::new();
         entities.insert("child-device", 3);
         entities.insert("device", 1);
@@ -372,6 +387,7 @@ mod tests {
         for expected in [
             "edge_agent_mqtt_connected 1",
             "edge_agent_sse_clients 4",
+            "edge_agent_commands_ended_total{operation=\"restart\",status=\"successful\"} 5",
             "edge_agent_mqtt_reconnects_total 2",
             "edge_agent_mqtt_messages_received_total{channel=\"measurement\"} 7",
             "edge_agent_mqtt_messages_rejected_total{reason=\"invalid_measurement\"} 2",

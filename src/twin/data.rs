@@ -16,6 +16,7 @@ use super::payload::{self, ConfigPayload, MeasurementValue};
 use super::store::{Durability, Store};
 use super::time::Timestamp;
 use super::vecmap::VecMap;
+use crate::ops::store::operation_label;
 use crate::topic::{Channel, EntityTopicId};
 
 impl Store {
@@ -293,6 +294,20 @@ impl Store {
                 }
             }
             Some(map) => {
+                let previous = entity
+                    .extra()
+                    .commands
+                    .get(op)
+                    .and_then(|c| c.get(cmd))
+                    .and_then(|p| p.get("status"))
+                    .and_then(Value::as_str);
+                if let Some(ended) = ended_now(previous, map.get("status")) {
+                    *self
+                        .counters
+                        .commands_ended
+                        .entry((operation_label(op), ended))
+                        .or_default() += 1;
+                }
                 let count: usize = entity.extra_mut().commands.values().map(|c| c.len()).sum();
                 let known = entity
                     .extra_mut()
@@ -636,4 +651,16 @@ pub(super) fn channel_index(channel: &Channel) -> usize {
 /// The `payload_rejected{channel}` label of a channel.
 pub(super) fn channel_kind(channel: &Channel) -> &'static str {
     CHANNEL_KINDS[channel_index(channel)]
+}
+
+/// The final status a command reached with this message, when it was running before: a command
+/// first seen already final (a retained one after a restart) ended earlier, and is not counted
+/// again.
+fn ended_now(previous: Option<&str>, status: Option<&Value>) -> Option<&'static str> {
+    let is_final = |s: &str| s == "successful" || s == "failed";
+    match (previous, status.and_then(Value::as_str)) {
+        (Some(before), Some("successful")) if !is_final(before) => Some("successful"),
+        (Some(before), Some("failed")) if !is_final(before) => Some("failed"),
+        _ => None,
+    }
 }

@@ -102,6 +102,10 @@ pub struct Counters {
     pub config_ignored: u64,
     pub sync_completed: u64,
     pub sync_pruned_entities: u64,
+    /// Commands seen going from a running status to `successful` or `failed`, whoever asked
+    /// for them (the operations API, a cloud mapper…), by operation label
+    /// ([`crate::ops::store::operation_label`]) and final status.
+    pub commands_ended: BTreeMap<(&'static str, &'static str), u64>,
 }
 
 impl Counters {

@@ -35,6 +35,7 @@ pub mod origin;
 pub mod process;
 pub mod raw;
 pub mod scenario;
+pub mod sse;
 pub mod twin;
 
 use std::future::Future;
