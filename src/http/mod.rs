@@ -11,6 +11,7 @@
 //! `tls`'s: warp 0.4 has no TLS.
 //!
 //! The file transfer routes (`/te/v1/files`, issue #3) are in `files`, over a [`Store`].
+//! The live twin page (`/` and its assets under `/ui/`, issue #7) is served by `page`.
 
 mod body;
 mod changes;
@@ -18,6 +19,7 @@ mod entities;
 mod error;
 mod files;
 mod operations;
+mod page;
 mod path;
 mod probes;
 mod server;
@@ -120,6 +122,8 @@ pub fn routes(
         .or(change_stream(feed, shutdown))
         .unify()
         .or(api(twin, ops))
+        .unify()
+        .or(page::page())
         .unify()
         .recover(error::recover)
         .unify();

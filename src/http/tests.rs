@@ -369,7 +369,13 @@ async fn invalid_twin_keys_in_the_path_are_bad_requests_on_every_method() {
 #[tokio::test]
 async fn unknown_paths_are_json_not_found() {
     let fake = replying("{}");
-    for path in ["/", "/nope", "/te/v1", "/te/v1/entitiesx", "/te/v1/filesx"] {
+    for path in [
+        "/nope",
+        "/ui/nope.js",
+        "/te/v1",
+        "/te/v1/entitiesx",
+        "/te/v1/filesx",
+    ] {
         assert_error(&fake.send(get(path)).await, 404, "Not Found");
     }
     // The file store answers its own paths, in plain text (issue #3).
@@ -377,6 +383,26 @@ async fn unknown_paths_are_json_not_found() {
     assert_eq!(res.status(), 404);
     assert_eq!(res.headers()["content-type"], "text/plain; charset=utf-8");
     assert_eq!(text(&res), "File not found: \"x\"");
+}
+
+#[tokio::test]
+async fn the_live_page_is_served_at_the_root_among_the_api_routes() {
+    let fake = replying("{}");
+    let res = fake.send(get("/")).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["content-type"], "text/html; charset=utf-8");
+    let res = fake.send(get("/ui/app.js")).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        res.headers()["content-type"],
+        "text/javascript; charset=utf-8"
+    );
+    let res = fake
+        .send(warp::test::request().method("POST").path("/"))
+        .await;
+    assert_eq!(res.status(), 405);
+    assert_eq!(res.headers()["allow"], "GET, HEAD");
+    assert!(fake.seen().is_empty());
 }
 
 #[tokio::test]

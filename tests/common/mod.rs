@@ -1,5 +1,6 @@
 //! The integration-test harness: a real mosquitto per test, an MQTT test client and HTTP helpers.
 //!
+//! - [`browser`]: `Browser`, headless chromium driven over the DevTools protocol (the page).
 //! - [`data`]: deterministic test bytes and their SHA-256.
 //! - [`certs`]: `Pki`, a CA, server and client certificates made with `openssl` per test.
 //! - [`mosquitto`]: `Broker`, a mosquitto child process on a free port in a temp dir.
@@ -24,6 +25,7 @@
 
 pub mod agent;
 pub mod bridge;
+pub mod browser;
 pub mod certs;
 pub mod data;
 pub mod http;
