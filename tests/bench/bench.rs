@@ -13,6 +13,11 @@
 
 mod files;
 mod live;
+mod page_load;
+
+#[path = "../common/browser.rs"]
+#[allow(dead_code)]
+mod browser;
 
 #[path = "../common/mosquitto.rs"]
 #[allow(dead_code)]
