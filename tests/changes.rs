@@ -346,3 +346,30 @@ async fn the_measurement_history_is_served_oldest_first_and_kept_across_restarts
         &json!({"@topic-id": CHILD, "type": "environment", "series": {}}),
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_streams_end_when_the_agent_stops_and_do_not_hold_the_shutdown_up() {
+    let mut rig = System::start().await;
+    let url = rig.url("/te/v1/changes");
+    let mut streams = Vec::new();
+    for _ in 0..3 {
+        let mut sse = Sse::open(&url, None).await;
+        assert_eq!(sse.next().await.event, "reset");
+        streams.push(sse);
+    }
+    // `stop` asserts that the shutdown finished within its grace period.
+    rig.agent.stop().await;
+    for mut sse in streams {
+        let rest = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            let mut rest = Vec::new();
+            while let Some(event) = sse.next_or_end().await {
+                rest.push(event);
+            }
+            rest
+        })
+        .await
+        .expect("the stream ends with the agent");
+        // The agent's own `down` health may still go out before the end.
+        assert!(rest.iter().all(|e| e.event == "change"), "{rest:?}");
+    }
+}
