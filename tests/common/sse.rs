@@ -40,7 +40,9 @@ pub struct Sse {
     pub status: u16,
     pub headers: reqwest::header::HeaderMap,
     body: Body,
-    buf: String,
+    /// Bytes not yet parsed: an event is decoded only once whole, so a character cut by a
+    /// chunk's end is never decoded in halves.
+    buf: Vec<u8>,
     /// Comments seen (`: keep-alive`), for tests of the keep-alive.
     pub comments: usize,
 }
@@ -48,7 +50,12 @@ pub struct Sse {
 impl Sse {
     /// Opens `url` (with `Last-Event-ID` when given) and waits for the response head.
     pub async fn open(url: &str, last_event_id: Option<&str>) -> Sse {
-        let mut request = super::http::client().get(url);
+        // No whole-request timeout: a stream lasts as long as the test; each wait below has one.
+        let client = reqwest::Client::builder()
+            .connect_timeout(TIMEOUT)
+            .build()
+            .expect("an HTTP client");
+        let mut request = client.get(url);
         if let Some(id) = last_event_id {
             request = request.header("last-event-id", id);
         }
@@ -60,7 +67,7 @@ impl Sse {
             status: response.status().as_u16(),
             headers: response.headers().clone(),
             body: Box::pin(response.bytes_stream()),
-            buf: String::new(),
+            buf: Vec::new(),
             comments: 0,
         }
     }
@@ -70,22 +77,25 @@ impl Sse {
         match tokio::time::timeout(TIMEOUT, self.next_or_end()).await {
             Ok(Some(event)) => event,
             Ok(None) => panic!("the event stream ended"),
-            Err(_) => panic!("no event within {TIMEOUT:?}; unread: {:?}", self.buf),
+            Err(_) => panic!(
+                "no event within {TIMEOUT:?}; unread: {:?}",
+                String::from_utf8_lossy(&self.buf)
+            ),
         }
     }
 
     /// The next event, or `None` when the server ended the stream.
     pub async fn next_or_end(&mut self) -> Option<Event> {
         loop {
-            while let Some(end) = self.buf.find("\n\n") {
-                let block: String = self.buf.drain(..end + 2).collect();
+            while let Some(end) = self.buf.windows(2).position(|w| w == b"\n\n") {
+                let block: Vec<u8> = self.buf.drain(..end + 2).collect();
+                let block = String::from_utf8(block).expect("events are UTF-8");
                 if let Some(event) = self.parse(&block) {
                     return Some(event);
                 }
             }
             let chunk = self.body.next().await?.ok()?;
-            self.buf
-                .push_str(std::str::from_utf8(&chunk).expect("UTF-8 events"));
+            self.buf.extend_from_slice(&chunk);
         }
     }
 
