@@ -157,9 +157,11 @@ impl History {
         }
     }
 
-    /// Forgets an entity's history (deregistration).
+    /// Forgets an entity's history (deregistration). The removal is written down even when
+    /// nothing is in memory: the file may still hold points that expired since.
     pub fn remove(&mut self, id: &EntityTopicId) {
-        if self.tracks.remove(id).is_some() {
+        if self.cfg.is_some_and(|c| c.points > 0) {
+            self.tracks.remove(id);
             self.dirty.remove(id);
             self.removed.insert(id.clone());
         }
@@ -264,12 +266,18 @@ impl History {
         track.unsaved = 0;
     }
 
-    /// Drops what a restore brought for an entity the twin no longer has.
-    pub fn retain(&mut self, mut known: impl FnMut(&EntityTopicId) -> bool) {
+    /// Drops what a restore brought for an entity the twin no longer has, and series left
+    /// without points; true when something was dropped.
+    pub fn retain(&mut self, mut known: impl FnMut(&EntityTopicId) -> bool) -> bool {
+        let mut dropped = false;
         self.tracks.retain(|id, tracks| {
+            let before = tracks.len();
             tracks.retain(|t| !t.points.is_empty());
-            known(id) && !tracks.is_empty()
+            let keep = known(id) && !tracks.is_empty();
+            dropped |= !keep || tracks.len() != before;
+            keep
         });
+        dropped
     }
 
     fn expire(&mut self, now: Timestamp) {

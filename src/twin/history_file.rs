@@ -10,6 +10,7 @@
 //! it is written with the telemetry flush, so a crash loses at most one flush interval of it,
 //! never the file.
 
+use std::borrow::Cow;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -36,16 +37,18 @@ pub enum HistoryFileError {
     },
 }
 
-/// One line of the file.
+/// One line of the file. Names are borrowed when they can be, and owned when the JSON text
+/// escapes characters (a quote, a backslash) and so cannot be borrowed.
 #[derive(Debug, Serialize, Deserialize)]
 struct Line<'a> {
-    e: &'a str,
+    #[serde(borrow)]
+    e: Cow<'a, str>,
     #[serde(default, skip_serializing_if = "Option::is_none", borrow)]
-    t: Option<&'a str>,
+    t: Option<Cow<'a, str>>,
     #[serde(default, skip_serializing_if = "Option::is_none", borrow)]
-    s: Option<&'a str>,
+    s: Option<Cow<'a, str>>,
     #[serde(default, skip_serializing_if = "Option::is_none", borrow)]
-    m: Option<&'a str>,
+    m: Option<Cow<'a, str>>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     p: Vec<(i64, serde_json::Number)>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -82,7 +85,11 @@ impl HistoryFile {
     /// reason not to start.
     pub fn load_into(dir: &Path, store: &mut Store) -> (HistoryFile, Vec<String>) {
         let now = Timestamp::now();
-        let (file, warnings) = HistoryFile::load(dir, |entry| match entry {
+        // Lines of entities the twin no longer has (removed just before a crash), or points
+        // that expired: the file is rewritten without them, so that they cannot come back
+        // with an entity registered again under the same id.
+        let mut stale = false;
+        let (mut file, warnings) = HistoryFile::load(dir, |entry| match entry {
             Entry::Points {
                 id,
                 mtype,
@@ -91,6 +98,7 @@ impl HistoryFile {
                 points,
             } => {
                 if store.entity(&id).is_none() {
+                    stale = true;
                     return;
                 }
                 let names = &mut store.names;
@@ -101,10 +109,14 @@ impl HistoryFile {
                 );
                 store.history.restore(id, key, points, now);
             }
-            Entry::Removed(id) => store.history.forget(&id),
+            Entry::Removed(id) => {
+                stale = true;
+                store.history.forget(&id);
+            }
         });
         let entities = &store.entities;
-        store.history.retain(|id| entities.contains_key(id));
+        stale |= store.history.retain(|id| entities.contains_key(id));
+        file.rewrite |= stale;
         (file, warnings)
     }
 
@@ -176,7 +188,7 @@ impl HistoryFile {
                 }
                 Unsaved::Removed(id) => {
                     let removed = Line {
-                        e: id.as_str(),
+                        e: Cow::Borrowed(id.as_str()),
                         t: None,
                         s: None,
                         m: None,
@@ -265,10 +277,10 @@ fn line<'a>(
     points: impl Iterator<Item = &'a Point>,
 ) {
     let line = Line {
-        e: id.as_str(),
-        t: Some(&track.mtype),
-        s: Some(&track.name),
-        m: track.member.as_deref(),
+        e: Cow::Borrowed(id.as_str()),
+        t: Some(Cow::Borrowed(&track.mtype)),
+        s: Some(Cow::Borrowed(&track.name)),
+        m: track.member.as_deref().map(Cow::Borrowed),
         p: points
             .map(|p| (p.time.as_millis(), number(p.value)))
             .collect(),
@@ -305,9 +317,9 @@ fn parse(bytes: &[u8]) -> Option<Entry> {
         .collect();
     Some(Entry::Points {
         id,
-        mtype: line.t?.to_string(),
-        name: line.s?.to_string(),
-        member: line.m.map(str::to_string),
+        mtype: line.t?.into_owned(),
+        name: line.s?.into_owned(),
+        member: line.m.map(Cow::into_owned),
         points,
     })
 }
@@ -413,6 +425,47 @@ mod tests {
         let g_track = tracks.iter().find(|t| &*t.name == "g").unwrap();
         assert_eq!(g_track.member.as_deref(), Some("L1"));
         assert_eq!(g_track.points[0], point(0, 2.5));
+    }
+
+    #[test]
+    fn names_with_quotes_backslashes_and_controls_load_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = Timestamp::from_millis(NOW);
+        let a: EntityTopicId = "device/a\\b//".parse().unwrap();
+        let (mut history, mut file, _) = load(dir.path());
+        let (t, n, m) = ("ty\"pe", "C:\\", "line\nfeed");
+        history.record(&a, (t, n, Some(m)), point(0, 1.5), now, |s: &str| Name::from(s));
+        file.write(&mut history, now).unwrap();
+        let (loaded, _, warnings) = load(dir.path());
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let track = &loaded.tracks(&a)[0];
+        assert_eq!(
+            (&*track.mtype, &*track.name, track.member.as_deref()),
+            (t, n, Some(m))
+        );
+        assert_eq!(track.points[0], point(0, 1.5));
+    }
+
+    #[test]
+    fn lines_of_entities_the_twin_no_longer_has_are_dropped_from_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE);
+        let now = Timestamp::now().as_millis();
+        let main = format!("{{\"e\":\"device/main//\",\"t\":\"m\",\"s\":\"t\",\"p\":[[{now},1]]}}\n");
+        let gone = format!("{{\"e\":\"device/gone//\",\"t\":\"m\",\"s\":\"t\",\"p\":[[{now},2]]}}\n");
+        fs::write(&path, format!("{main}{gone}")).unwrap();
+        let config = crate::config::Config::default();
+        let mut store = Store::new(crate::twin::store::StoreConfig::from_config(&config, 1));
+        let (mut file, warnings) = HistoryFile::load_into(dir.path(), &mut store);
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let gone_id: EntityTopicId = "device/gone//".parse().unwrap();
+        assert!(store.history.tracks(&gone_id).is_empty());
+        let main_id: EntityTopicId = "device/main//".parse().unwrap();
+        assert_eq!(store.history.tracks(&main_id).len(), 1);
+        // Rewritten at the next write, even with nothing new: a device registered again as
+        // device/gone// must not get the old points back at the next start.
+        file.write(&mut store.history, Timestamp::now()).unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), main);
     }
 
     #[test]

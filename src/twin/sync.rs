@@ -180,7 +180,18 @@ impl Store {
             _ => {}
         }
         self.touch(id, Durability::Retained);
-        self.item_changed(id, channel);
+        // Meta topics and other statuses are not in the state document: no change to tell.
+        if matches!(
+            channel,
+            Channel::Twin(_)
+                | Channel::Config
+                | Channel::Alarm(_)
+                | Channel::Capability(_)
+                | Channel::Command { .. }
+                | Channel::Health
+        ) {
+            self.item_changed(id, channel);
+        }
     }
 
     /// §7.6: the broker lost its retained store. Nothing is removed; registrations still in S0
