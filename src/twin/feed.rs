@@ -20,6 +20,9 @@ use tokio::sync::watch;
 pub const GRACE: Duration = Duration::from_secs(60);
 /// The most a client is handed in one read.
 const READ_MAX: usize = 256 << 10;
+/// The most the journal holds, whatever `kept` says: events carry values (a twin fragment, a
+/// measurement type's series) that may be large, and the journal is memory.
+const MAX_BYTES: usize = 16 << 20;
 
 #[derive(Clone)]
 pub struct ChangeFeed {
@@ -38,8 +41,9 @@ struct Shared {
 struct Journal {
     /// One entry per batch of the twin: its events' texts, back to back.
     batches: VecDeque<Batch>,
-    /// Events in `batches`.
+    /// Events in `batches`, and their bytes.
     len: usize,
+    bytes: usize,
     kept: usize,
     /// Every change after this number is in `batches`.
     complete_after: u64,
@@ -77,6 +81,7 @@ impl ChangeFeed {
                 journal: Mutex::new(Journal {
                     batches: VecDeque::new(),
                     len: 0,
+                    bytes: 0,
                     kept: kept.max(1),
                     complete_after: latest,
                     latest,
@@ -221,23 +226,28 @@ impl Journal {
     fn restart(&mut self, latest: u64) {
         self.batches.clear();
         self.len = 0;
+        self.bytes = 0;
         self.complete_after = latest;
         self.latest = latest;
     }
 
     /// Appends a batch that follows the last one, then drops the oldest batches while the
-    /// others still hold `kept` events.
+    /// others still hold `kept` events, or while the journal is above [`MAX_BYTES`] (the newest
+    /// batch always stays).
     fn push(&mut self, batch: Batch) {
         self.latest = batch.last;
         self.len += batch.offsets.len();
+        self.bytes += batch.text.len();
         self.batches.push_back(batch);
         while let Some(front) = self.batches.front() {
             let n = front.offsets.len();
-            if self.len - n < self.kept {
+            let too_big = self.bytes > MAX_BYTES && self.batches.len() > 1;
+            if self.len - n < self.kept && !too_big {
                 break;
             }
             self.complete_after = front.last;
             self.len -= n;
+            self.bytes -= front.text.len();
             self.batches.pop_front();
         }
     }
@@ -318,6 +328,23 @@ mod tests {
         let grace = GRACE.as_millis() as u64;
         assert!(feed.wanted_at(left + grace - 1));
         assert!(!feed.wanted_at(left + grace));
+    }
+
+    #[test]
+    fn the_journal_is_bounded_in_bytes_too() {
+        let feed = ChangeFeed::new(10_000, 0);
+        let big = "x".repeat(1 << 20);
+        for seq in 1..=20 {
+            feed.publish(vec![(seq, big.clone())], seq);
+        }
+        // 16 of 1 MiB fit; the 4 oldest went although `kept` allows 10,000 events.
+        assert_eq!(feed.read(3), Read::Reset(20));
+        let Read::Events(bytes, last) = feed.read(4) else {
+            panic!("events 5.. are kept")
+        };
+        assert_eq!((bytes.len(), last), (1 << 20, 5));
+        let journal = feed.journal();
+        assert_eq!((journal.len, journal.bytes), (16, 16 << 20));
     }
 
     #[test]

@@ -47,8 +47,9 @@ impl Track {
         }
     }
 
-    fn is(&self, mtype: &str, name: &str, member: Option<&str>) -> bool {
-        &*self.mtype == mtype && &*self.name == name && self.member.as_deref() == member
+    /// The order of an entity's tracks: by type, name, then member (a single series first).
+    fn key(&self) -> (&str, &str, Option<&str>) {
+        (&self.mtype, &self.name, self.member.as_deref())
     }
 
     /// The points not yet written.
@@ -139,19 +140,10 @@ impl History {
             Some(tracks) => tracks,
             None => self.tracks.entry(id.clone()).or_default(),
         };
-        let track = match tracks.iter().position(|t| t.is(mtype, name, member)) {
-            Some(i) => &mut tracks[i],
-            None => {
-                tracks.push(Track::new(
-                    intern(mtype),
-                    intern(name),
-                    member.map(&mut intern),
-                ));
-                let last = tracks.len() - 1;
-                &mut tracks[last]
-            }
-        };
-        track.push(point, limit, cutoff);
+        let i = find_or_insert(tracks, (mtype, name, member), || {
+            Track::new(intern(mtype), intern(name), member.map(&mut intern))
+        });
+        tracks[i].push(point, limit, cutoff);
         if !self.dirty.contains(id) {
             self.dirty.insert(id.clone());
         }
@@ -247,16 +239,11 @@ impl History {
         };
         let tracks = self.tracks.entry(id).or_default();
         let (mtype, name, member) = key;
-        let i = match tracks
-            .iter()
-            .position(|t| t.is(&mtype, &name, member.as_deref()))
-        {
-            Some(i) => i,
-            None => {
-                tracks.push(Track::new(mtype, name, member));
-                tracks.len() - 1
-            }
-        };
+        let i = find_or_insert(
+            tracks,
+            (&mtype.clone(), &name.clone(), member.clone().as_deref()),
+            || Track::new(mtype, name, member),
+        );
         let track = &mut tracks[i];
         for point in points {
             if point.time >= cutoff && point.value.is_finite() {
@@ -323,6 +310,23 @@ impl History {
     }
 }
 
+/// The index of the track `key` in `tracks` (sorted by [`Track::key`]), inserted by `new` when
+/// missing: a binary search, so that an entity with thousands of series costs a few
+/// comparisons per value, and an insertion that lands at the end (values come in key order).
+fn find_or_insert(
+    tracks: &mut Vec<Track>,
+    key: (&str, &str, Option<&str>),
+    new: impl FnOnce() -> Track,
+) -> usize {
+    match tracks.binary_search_by(|t| t.key().cmp(&key)) {
+        Ok(i) => i,
+        Err(i) => {
+            tracks.insert(i, new());
+            i
+        }
+    }
+}
+
 /// `{"@topic-id":…,"type":…,"series":{name: [points] | {member: [points]}}}`.
 pub struct Reply<'a> {
     id: &'a EntityTopicId,
@@ -344,31 +348,27 @@ impl Serialize for Reply<'_> {
 struct SeriesMap<'a>(&'a Reply<'a>);
 
 impl Serialize for SeriesMap<'_> {
+    /// The tracks come sorted by name then member (an entity's order within one type): each
+    /// name's tracks are one run.
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let reply = self.0;
-        let mut names: Vec<&str> = reply.tracks.iter().map(|t| &*t.name).collect();
-        names.sort_unstable();
-        names.dedup();
-        let mut m = s.serialize_map(Some(names.len()))?;
-        for name in names {
-            let mut of_name: Vec<&Track> = reply
-                .tracks
-                .iter()
-                .copied()
-                .filter(|t| &*t.name == name)
-                .collect();
+        let mut m = s.serialize_map(None)?;
+        for run in reply.tracks.chunk_by(|a, b| a.name == b.name) {
             // A name that switched between a single series and a group shows its newer shape,
             // as the state document does.
-            let newest = of_name
+            let newest = run
                 .iter()
                 .max_by_key(|t| t.points.back().map(|p| p.time))
                 .map(|t| t.member.is_some());
-            of_name.retain(|t| Some(t.member.is_some()) == newest);
-            if newest == Some(true) {
-                of_name.sort_by(|a, b| a.member.cmp(&b.member));
-                m.serialize_entry(name, &Group(&of_name, reply.from))?;
-            } else if let Some(track) = of_name.first() {
-                m.serialize_entry(name, &Points(track, reply.from))?;
+            let shape: Vec<&Track> = run
+                .iter()
+                .copied()
+                .filter(|t| Some(t.member.is_some()) == newest)
+                .collect();
+            match (newest, shape.first()) {
+                (Some(true), _) => m.serialize_entry(&*run[0].name, &Group(&shape, reply.from))?,
+                (_, Some(track)) => m.serialize_entry(&*track.name, &Points(track, reply.from))?,
+                _ => {}
             }
         }
         m.end()

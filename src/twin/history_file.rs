@@ -434,7 +434,9 @@ mod tests {
         let a: EntityTopicId = "device/a\\b//".parse().unwrap();
         let (mut history, mut file, _) = load(dir.path());
         let (t, n, m) = ("ty\"pe", "C:\\", "line\nfeed");
-        history.record(&a, (t, n, Some(m)), point(0, 1.5), now, |s: &str| Name::from(s));
+        history.record(&a, (t, n, Some(m)), point(0, 1.5), now, |s: &str| {
+            Name::from(s)
+        });
         file.write(&mut history, now).unwrap();
         let (loaded, _, warnings) = load(dir.path());
         assert!(warnings.is_empty(), "{warnings:?}");
@@ -451,8 +453,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(FILE);
         let now = Timestamp::now().as_millis();
-        let main = format!("{{\"e\":\"device/main//\",\"t\":\"m\",\"s\":\"t\",\"p\":[[{now},1]]}}\n");
-        let gone = format!("{{\"e\":\"device/gone//\",\"t\":\"m\",\"s\":\"t\",\"p\":[[{now},2]]}}\n");
+        let main =
+            format!("{{\"e\":\"device/main//\",\"t\":\"m\",\"s\":\"t\",\"p\":[[{now},1]]}}\n");
+        let gone =
+            format!("{{\"e\":\"device/gone//\",\"t\":\"m\",\"s\":\"t\",\"p\":[[{now},2]]}}\n");
         fs::write(&path, format!("{main}{gone}")).unwrap();
         let config = crate::config::Config::default();
         let mut store = Store::new(crate::twin::store::StoreConfig::from_config(&config, 1));

@@ -75,6 +75,10 @@ struct Runner {
     feed: ChangeFeed,
     history: HistoryFile,
     history_errors: u64,
+    /// After a failed history write: when to try again (a rewrite of the whole history), and
+    /// the back-off after that, as for the twin's own persistence.
+    history_retry_at: Option<Instant>,
+    history_retry_after: Duration,
 }
 
 impl TwinTask {
@@ -111,6 +115,8 @@ impl TwinTask {
             feed,
             history,
             history_errors: 0,
+            history_retry_at: None,
+            history_retry_after: RETRY_FIRST,
         };
         let mut retained_tick = tokio::time::interval(RETAINED_FLUSH);
         let mut telemetry_tick =
@@ -308,14 +314,23 @@ impl Runner {
     }
 
     /// Appends the new history points to their file; failures are logged (once a minute) and
-    /// counted, and the next write rewrites the whole history.
+    /// counted, and the next attempt, after a back-off of 1 s doubling to 1 min, rewrites the
+    /// whole history.
     fn flush_history(&mut self) {
+        let now = Instant::now();
+        if self.history_retry_at.is_some_and(|at| now < at) {
+            return;
+        }
         let Err(error) = self
             .history
             .write(&mut self.store.history, Timestamp::now())
         else {
+            self.history_retry_at = None;
+            self.history_retry_after = RETRY_FIRST;
             return;
         };
+        self.history_retry_at = Some(now + self.history_retry_after);
+        self.history_retry_after = (self.history_retry_after * 2).min(RETRY_MAX);
         self.history_errors += 1;
         if self
             .log_limiter
@@ -406,6 +421,7 @@ impl Runner {
         // One last attempt, whatever the back-off says.
         self.retry_at = None;
         self.flush(Durability::Telemetry);
+        self.history_retry_at = None;
         self.flush_history();
         let (topic, payload) = self.store.down_health();
         let (tx, rx) = oneshot::channel();
