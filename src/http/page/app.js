@@ -45,7 +45,11 @@
     loaded: false,
   };
 
-  const dirty = { tree: false, detail: false, bridges: false };
+  // What the next render draws again. `tree` rebuilds the whole tree (first load, filter, roots);
+  // otherwise only the drawn items named here are: `groups` with their drawn subtree, `rows` as
+  // their own row, and every drawn item whose `@health` names an entity of `health`. Drawing thus
+  // costs what is drawn again, never a pass over all entities.
+  const dirty = { tree: false, detail: false, bridges: false, groups: new Set(), rows: new Set(), health: new Set() };
 
   const stream = {
     es: null,
@@ -199,29 +203,82 @@
     return typeof p === 'string' ? p : null;
   }
 
+  // The sorted child lists are kept up to date in place (a binary search and a splice), so that
+  // one registration under a parent with 10,000 children does not sort them all again.
   function index(id, parent) {
     if (parent === null) return;
     let set = model.children.get(parent);
     if (!set) model.children.set(parent, (set = new Set()));
+    if (set.has(id)) return;
     set.add(id);
-    model.sorted.delete(parent);
+    const list = model.sorted.get(parent);
+    if (list) {
+      let lo = 0;
+      let hi = list.length;
+      while (lo < hi) {
+        const mid = (lo + hi) >>> 1;
+        if (compareIds(list[mid], id) < 0) lo = mid + 1;
+        else hi = mid;
+      }
+      list.splice(lo, 0, id);
+    }
   }
 
   function unindex(id, parent) {
     if (parent === null) return;
     const set = model.children.get(parent);
-    if (set) {
-      set.delete(id);
-      if (set.size === 0) model.children.delete(parent);
+    if (!set || !set.delete(id)) return;
+    if (set.size === 0) model.children.delete(parent);
+    const list = model.sorted.get(parent);
+    if (list) {
+      const at = list.indexOf(id);
+      if (at >= 0) list.splice(at, 1);
     }
-    model.sorted.delete(parent);
   }
 
-  function structureChanged() {
-    model.roots = null;
-    model.bridges = null;
-    dirty.tree = true;
-    dirty.bridges = true;
+  function isRoot(doc) {
+    const p = parentOf(doc);
+    return p === null || !model.entities.has(p);
+  }
+
+  // What `id` was before its registration changes: `relink` compares it with what it is after.
+  function linkOf(id) {
+    const doc = model.entities.get(id);
+    return doc ? { parent: parentOf(doc), type: doc['@type'], root: isRoot(doc), matched: matchesFilter(id, doc) } : null;
+  }
+
+  // Updates the parent index after `id` was added, removed or registered again (`before` from
+  // `linkOf`), and marks what must be drawn again: the parents' groups, or the whole tree when
+  // the roots change (an entity with no known parent, or one whose children were or become roots).
+  function relink(id, before) {
+    const doc = model.entities.get(id);
+    const after = doc ? { parent: parentOf(doc), type: doc['@type'], root: isRoot(doc), matched: matchesFilter(id, doc) } : null;
+    const moved = !before || !after || before.parent !== after.parent || before.type !== after.type;
+    if (moved) {
+      if (before) unindex(id, before.parent);
+      if (after) index(id, after.parent);
+    }
+    const orphans = !before !== !after && model.children.has(id);
+    if ((before && before.root) || (after && after.root) || orphans) {
+      model.roots = null;
+      model.bridges = null;
+      dirty.tree = true;
+      dirty.bridges = true;
+    } else if (moved) {
+      const main = mainDeviceId();
+      for (const p of new Set([before && before.parent, after && after.parent])) {
+        if (p === null) continue;
+        dirty.groups.add(p);
+        if (p === main && ((before && before.type === 'service') || (after && after.type === 'service'))) {
+          model.bridges = null;
+          dirty.bridges = true;
+        }
+      }
+    }
+    if (view.filter && ((before && before.matched) || (after && after.matched))) dirty.tree = true;
+    if (doc && isBridge(id, doc)) dirty.bridges = true; // a re-read bridge's `since` and `flaps`
+    dirty.rows.add(id);
+    dirty.health.add(id); // entities whose `@health` names it
     dirty.detail = true; // the selected entity's parent link and child count
   }
 
@@ -295,7 +352,10 @@
       model.entities.set(doc['@topic-id'], normalize(doc));
     }
     for (const [id, doc] of model.entities) index(id, parentOf(doc));
-    structureChanged();
+    model.roots = null;
+    model.bridges = null;
+    dirty.tree = true;
+    dirty.bridges = true;
     dirty.detail = true;
     if (!view.loaded) {
       view.loaded = true;
@@ -309,29 +369,17 @@
 
   function applyRegistration(id, meta) {
     const old = model.entities.get(id);
+    const before = linkOf(id);
     if (!isObj(meta)) {
       if (!old) return;
       model.entities.delete(id);
-      unindex(id, parentOf(old));
-      structureChanged();
-      if (id === view.selected) dirty.detail = true;
-      return;
-    }
-    if (old) {
-      const before = parentOf(old);
+    } else if (old) {
       for (const key of Object.keys(old)) if (key.startsWith('@')) delete old[key];
       Object.assign(old, meta, { '@topic-id': id });
-      const after = parentOf(old);
-      if (before !== after) {
-        unindex(id, before);
-        index(id, after);
-      }
     } else {
       model.entities.set(id, emptyDoc({ ...meta, '@topic-id': id }));
-      index(id, parentOf(meta));
     }
-    structureChanged();
-    if (id === view.selected) dirty.detail = true;
+    relink(id, before);
   }
 
   function setOrDelete(map, key, value) {
@@ -374,12 +422,13 @@
         break;
       case 'a':
         setOrDelete(doc.alarms, rest, isObj(value) ? value : null);
-        dirty.tree = true;
+        dirty.rows.add(id);
         break;
       case 'status':
         if (rest !== 'health') return;
         doc.health = isObj(value) ? value : null;
-        dirty.tree = true;
+        dirty.rows.add(id);
+        dirty.health.add(id);
         if (isBridge(id, doc)) refetch(id);
         break;
       case 'cmd': {
@@ -412,16 +461,15 @@
       .then((doc) => {
         if (!isObj(doc)) return;
         const old = model.entities.get(id);
+        const before = linkOf(id);
         const fresh = normalize(doc);
         if (old) {
           for (const key of Object.keys(old)) delete old[key];
           Object.assign(old, fresh);
         } else {
           model.entities.set(id, fresh);
-          index(id, parentOf(fresh));
         }
-        structureChanged();
-        if (id === view.selected) dirty.detail = true;
+        relink(id, before);
         schedule();
       })
       .catch(() => {}) // gone meanwhile: its removal comes through the stream
@@ -658,25 +706,33 @@
   function select(id, updateHash = true) {
     if (id === null) return;
     const changed = id !== view.selected;
+    if (view.selected !== null) dirty.rows.add(view.selected);
     view.selected = id;
+    dirty.rows.add(id);
     revealPath(id);
     if (changed) startHistory(id);
     if (updateHash && changed) history.replaceState(null, '', `#${encodeURIComponent(id)}`);
-    dirty.tree = true;
     dirty.detail = true;
   }
 
-  // Expands the ancestors of `id` and pages far enough for it to be drawn.
+  // Expands the ancestors of `id` and pages far enough for it to be drawn; the ancestors that
+  // changed are drawn again (the topmost one's subtree holds the others).
   function revealPath(id) {
     let doc = model.entities.get(id);
     let child = id;
     for (let guard = 0; doc && guard < 64; guard++) {
       const parent = parentOf(doc);
       if (parent === null || !model.entities.has(parent)) break;
-      view.expanded.add(parent);
+      if (!view.expanded.has(parent)) {
+        view.expanded.add(parent);
+        dirty.groups.add(parent);
+      }
       const at = childIds(parent).indexOf(child);
       const limit = view.limits.get(parent) || CHILD_PAGE;
-      if (at >= limit) view.limits.set(parent, Math.ceil((at + 1) / CHILD_PAGE) * CHILD_PAGE);
+      if (at >= limit) {
+        view.limits.set(parent, Math.ceil((at + 1) / CHILD_PAGE) * CHILD_PAGE);
+        dirty.groups.add(parent);
+      }
       child = parent;
       doc = model.entities.get(parent);
     }
@@ -685,24 +741,40 @@
   function toggle(id, open = !view.expanded.has(id)) {
     if (open) view.expanded.add(id);
     else view.expanded.delete(id);
-    dirty.tree = true;
+    dirty.groups.add(id);
   }
 
   // ---- rendering ---------------------------------------------------------------------------
 
   function render() {
+    const tree = $('tree');
+    const active = document.activeElement;
+    const focusedKey = tree.contains(active) && active.dataset ? active.dataset.key : null;
     if (dirty.tree) renderTree();
+    else updateTree();
+    dirty.groups.clear();
+    dirty.rows.clear();
+    dirty.health.clear();
+    // The roving tab stop (the one item with tabindex 0): the focused item, else the selected one;
+    // the focus stays on its item when that is drawn again.
+    const target =
+      (focusedKey && view.items.get(focusedKey)) ||
+      (view.selected && view.items.get(view.selected)) ||
+      tree.querySelector('[role=treeitem]');
+    if (target && target.tabIndex !== 0) {
+      for (const other of tree.querySelectorAll('[role=treeitem][tabindex="0"]')) other.tabIndex = -1;
+      target.tabIndex = 0;
+    }
+    if (target && focusedKey && document.activeElement !== target) target.focus({ preventScroll: true });
     if (dirty.bridges) renderBridges();
     if (dirty.detail) renderDetail();
     dirty.tree = dirty.bridges = dirty.detail = false;
     const n = model.entities.size;
-    $('entity-count').textContent = `${n.toLocaleString()} ${n === 1 ? 'entity' : 'entities'}`;
+    const count = `${n.toLocaleString()} ${n === 1 ? 'entity' : 'entities'}`;
+    if ($('entity-count').textContent !== count) $('entity-count').textContent = count;
   }
 
   function renderTree() {
-    const tree = $('tree');
-    const active = document.activeElement;
-    const focusedKey = tree.contains(active) && active.dataset ? active.dataset.key : null;
     view.items = new Map();
     const frag = document.createDocumentFragment();
     if (view.filter) {
@@ -711,24 +783,79 @@
       const list = roots();
       list.forEach((id, i) => frag.append(treeItem(id, 1, i + 1, list.length)));
     }
-    tree.replaceChildren(frag);
-    const target =
-      (focusedKey && view.items.get(focusedKey)) ||
-      (view.selected && view.items.get(view.selected)) ||
-      tree.querySelector('[role=treeitem]');
-    if (target) {
-      target.tabIndex = 0;
-      if (focusedKey) target.focus({ preventScroll: true });
+    $('tree').replaceChildren(frag);
+  }
+
+  // Draws again only the items `dirty` names, if they are drawn: work in proportion to them.
+  function updateTree() {
+    for (const id of dirty.groups) redrawItem(id);
+    if (dirty.health.size) {
+      for (const key of view.items.keys()) {
+        const doc = model.entities.get(key);
+        if (doc && dirty.health.has(doc['@health'])) dirty.rows.add(key);
+      }
+    }
+    for (const id of dirty.rows) if (!dirty.groups.has(id)) redrawRow(id);
+  }
+
+  // Forgets the drawn items of a subtree about to be replaced.
+  function forget(li) {
+    if (view.items.get(li.dataset.key) === li) view.items.delete(li.dataset.key);
+    for (const item of li.querySelectorAll('[role=treeitem]')) {
+      if (view.items.get(item.dataset.key) === item) view.items.delete(item.dataset.key);
     }
   }
 
-  function renderFiltered(frag) {
+  // `id`'s item with its subtree, at the same place (level, position and set size).
+  function redrawItem(id) {
+    const li = view.items.get(id);
+    if (!li || !model.entities.has(id)) return;
+    const level = Number(li.getAttribute('aria-level'));
+    const pos = Number(li.getAttribute('aria-posinset'));
+    const size = Number(li.getAttribute('aria-setsize'));
+    forget(li);
+    li.replaceWith(treeItem(id, level, pos, size, !!view.filter));
+  }
+
+  // `id`'s own row (health, alarms, selection); its children stay as they are.
+  function redrawRow(id) {
+    const li = view.items.get(id);
+    const doc = model.entities.get(id);
+    if (!li || !doc) return;
+    const flat = !!view.filter;
+    const kids = flat ? [] : childIds(id);
+    li.setAttribute('aria-selected', String(id === view.selected));
+    li.firstChild.replaceWith(treeRow(id, doc, kids, kids.length > 0 && view.expanded.has(id), flat));
+  }
+
+  // "Show more" of `parent`: the next page is appended to the drawn ones.
+  function showMore(more) {
+    const parent = more.dataset.more;
+    const shown = view.limits.get(parent) || CHILD_PAGE;
+    const limit = shown + CHILD_PAGE;
+    view.limits.set(parent, limit);
+    const kids = childIds(parent);
+    const level = Number(more.getAttribute('aria-level'));
+    const frag = document.createDocumentFragment();
+    kids.slice(shown, limit).forEach((k, i) => frag.append(treeItem(k, level, shown + i + 1, kids.length)));
+    if (kids.length > limit) frag.append(moreItem(parent, kids.length - limit, level));
+    forget(more);
+    more.replaceWith(frag);
+    return kids[shown];
+  }
+
+  function matchesFilter(id, doc) {
+    if (!view.filter) return false;
     const needle = view.filter.toLowerCase();
+    const name = doc.twin && typeof doc.twin.name === 'string' ? doc.twin.name : '';
+    return id.toLowerCase().includes(needle) || name.toLowerCase().includes(needle);
+  }
+
+  function renderFiltered(frag) {
     const found = [];
     let total = 0;
     for (const [id, doc] of model.entities) {
-      const name = doc.twin && typeof doc.twin.name === 'string' ? doc.twin.name : '';
-      if (id.toLowerCase().includes(needle) || name.toLowerCase().includes(needle)) {
+      if (matchesFilter(id, doc)) {
         total++;
         if (found.length < FILTER_MAX) found.push(id);
       }
@@ -758,6 +885,18 @@
     });
     li.dataset.key = id;
     view.items.set(id, li);
+    li.append(treeRow(id, doc, kids, expanded, flat));
+    if (expanded) {
+      const group = el('ul', { role: 'group' });
+      const limit = view.limits.get(id) || CHILD_PAGE;
+      kids.slice(0, limit).forEach((k, i) => group.append(treeItem(k, level + 1, i + 1, kids.length)));
+      if (kids.length > limit) group.append(moreItem(id, kids.length - limit, level + 1));
+      li.append(group);
+    }
+    return li;
+  }
+
+  function treeRow(id, doc, kids, expanded, flat) {
     const health = healthOf(doc).status;
     const row = el(
       'div',
@@ -774,15 +913,7 @@
     }
     if (kids.length && !expanded) row.append(el('span', { class: 'count', text: `(${kids.length})` }));
     if (health) row.append(el('span', { class: 'visually-hidden', text: `health ${health}` }));
-    li.append(row);
-    if (expanded) {
-      const group = el('ul', { role: 'group' });
-      const limit = view.limits.get(id) || CHILD_PAGE;
-      kids.slice(0, limit).forEach((k, i) => group.append(treeItem(k, level + 1, i + 1, kids.length)));
-      if (kids.length > limit) group.append(moreItem(id, kids.length - limit, level + 1));
-      li.append(group);
-    }
-    return li;
+    return row;
   }
 
   function moreItem(parent, hidden, level) {
@@ -1136,12 +1267,9 @@
 
   function activate(item) {
     if (item.dataset.more !== undefined) {
-      const parent = item.dataset.more;
-      const shown = view.limits.get(parent) || CHILD_PAGE;
-      view.limits.set(parent, shown + CHILD_PAGE);
-      dirty.tree = true;
+      const first = showMore(item);
       render();
-      const next = view.items.get(childIds(parent)[shown]);
+      const next = view.items.get(first);
       if (next) focusItem(next);
       return;
     }
