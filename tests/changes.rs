@@ -403,3 +403,37 @@ async fn open_streams_end_when_the_agent_stops_and_do_not_hold_the_shutdown_up()
         assert!(rest.iter().all(|e| e.event == "change"), "{rest:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stopped_reading_does_not_hold_the_shutdown_up() {
+    let mut rig = System::start_with(|c| c.twin.changes_kept = 200).await;
+    rig.register(CHILD, r#"{"@type":"child-device"}"#).await;
+    // A raw client with a small receive buffer that asks for the stream and never reads.
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect(&rig.agent.http_addr().into()).unwrap();
+    let mut stalled = std::net::TcpStream::from(socket);
+    std::io::Write::write_all(
+        &mut stalled,
+        b"GET /te/v1/changes HTTP/1.1\r\nhost: agent\r\n\r\n",
+    )
+    .unwrap();
+    let mut live = Sse::open(&rig.url("/te/v1/changes"), None).await;
+    live.next().await;
+    // 10 MiB of changes: the stalled connection's buffers fill up, and its stream waits on it.
+    let big = "x".repeat(16 << 10);
+    for hundred in 0..6 {
+        for i in hundred * 100..(hundred + 1) * 100 {
+            rig.publish(
+                &format!("te/{CHILD}/twin/blob"),
+                format!(r#"{{"n":{i},"pad":"{big}"}}"#),
+                false,
+            )
+            .await;
+        }
+        live.of(CHILD, 100).await;
+    }
+    // `stop` asserts that the shutdown finished within its grace period.
+    rig.agent.stop().await;
+    drop(stalled);
+}

@@ -35,11 +35,16 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// The pause after a failed accept doubles from the first value up to the second, and resets on
 /// the next accepted connection: the failure (out of file descriptors) lasts until others close.
 const ACCEPT_BACKOFF: (Duration, Duration) = (Duration::from_millis(10), Duration::from_secs(1));
+/// How long the requests in flight get to finish after shutdown; then the connections still
+/// open are dropped (a client that stopped reading a response, such as a change stream whose
+/// socket is full, would hold the shutdown up for ever).
+const DRAIN: Duration = Duration::from_secs(2);
 
 type BoxError = Box<dyn StdError + Send + Sync>;
 
 /// Serves `service` on every connection accepted on `listener`, through `tls` when given,
-/// until `shutdown` is cancelled; returns once the requests in flight have been answered.
+/// until `shutdown` is cancelled; returns once the requests in flight have been answered, or
+/// after [`DRAIN`], dropping the connections still busy.
 pub async fn run<S, B>(
     listener: TcpListener,
     service: S,
@@ -54,6 +59,7 @@ pub async fn run<S, B>(
     B::Error: Into<BoxError>,
 {
     let graceful = GracefulShutdown::new();
+    let drained = CancellationToken::new();
     let mut backoff = ACCEPT_BACKOFF.0;
     loop {
         let accepted = tokio::select! {
@@ -71,7 +77,15 @@ pub async fn run<S, B>(
                     graceful.watcher(),
                     shutdown.clone(),
                 );
-                tokio::spawn(task);
+                let drained = drained.clone();
+                tokio::spawn(async move {
+                    tokio::select! {
+                        () = task => {}
+                        () = drained.cancelled() => {
+                            tracing::debug!(%peer, "dropped a connection still busy at shutdown");
+                        }
+                    }
+                });
             }
             // The peer gave up before we took its connection: nothing to wait for.
             Err(e) if is_connection_error(&e) => {
@@ -88,7 +102,9 @@ pub async fn run<S, B>(
         }
     }
     drop(listener);
-    graceful.shutdown().await;
+    if tokio::time::timeout(DRAIN, graceful.shutdown()).await.is_err() {
+        drained.cancel();
+    }
 }
 
 /// One connection, in its own task: the handshake, then HTTP until either side closes it or
