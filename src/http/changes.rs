@@ -25,7 +25,7 @@ use warp::reply::Response;
 use warp::Reply;
 
 use super::error::ApiError;
-use super::path::{form_decode, PathError};
+use super::path::{query_pairs, PathError};
 use crate::twin::feed::{ChangeFeed, Client, Read};
 
 pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
@@ -82,12 +82,11 @@ fn position(query: Option<&str>, headers: &HeaderMap) -> Result<Option<u64>, Pat
         return Ok(Some(id.unwrap_or(u64::MAX)));
     }
     let mut since = None;
-    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
-        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-        if form_decode(name)? != "since" {
+    for pair in query_pairs(query) {
+        let (name, value) = pair?;
+        if name != "since" {
             continue;
         }
-        let value = form_decode(value)?;
         since = match value.as_str() {
             "" => None,
             v => Some(v.parse().map_err(|_| PathError::Parameter {
@@ -133,9 +132,7 @@ impl Follow {
             }
             if !self.started {
                 // The retry interval goes out at once, even when nothing else does.
-                self.started = true;
-                let retry = Bytes::from(format!("retry: {RETRY_MS}\n\n"));
-                return Some((Ok(retry), self));
+                return Some((Ok(self.with_retry(Bytes::new())), self));
             }
             tokio::select! {
                 _ = self.shutdown.cancelled() => return None,

@@ -109,15 +109,15 @@ pub fn check_twin_key(key: &str) -> Result<(), TwinError> {
 /// parameters are ignored; a repeated one takes its last value.
 pub fn filter_query(raw: Option<&str>) -> Result<Filter, PathError> {
     let (mut root, mut parent, mut etype) = (None, None, None);
-    for pair in raw.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
-        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-        let slot = match form_decode(name)?.as_str() {
+    for pair in query_pairs(raw) {
+        let (name, value) = pair?;
+        let slot = match name.as_str() {
             "root" => &mut root,
             "parent" => &mut parent,
             "type" => &mut etype,
             _ => continue,
         };
-        *slot = Some(form_decode(value)?);
+        *slot = Some(value);
     }
     Ok(Filter::from_query(
         root.as_deref(),
@@ -126,14 +126,27 @@ pub fn filter_query(raw: Option<&str>) -> Result<Filter, PathError> {
     )?)
 }
 
+/// The parameters of a query string in order, form-decoded (`+` is a space); a parameter
+/// without `=` has an empty value.
+pub(super) fn query_pairs(
+    raw: Option<&str>,
+) -> impl Iterator<Item = Result<(String, String), PathError>> + '_ {
+    raw.unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            Ok((form_decode(name)?, form_decode(value)?))
+        })
+}
+
 /// Reads the `since` and `series` parameters of the history route (issue #7): `since` is an
 /// RFC 3339 time or unix seconds, as a measurement's `time` may be.
 pub fn history_query(raw: Option<&str>) -> Result<(Option<Timestamp>, Option<String>), PathError> {
     let (mut since, mut series) = (None, None);
-    for pair in raw.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
-        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-        let value = form_decode(value)?;
-        match form_decode(name)?.as_str() {
+    for pair in query_pairs(raw) {
+        let (name, value) = pair?;
+        match name.as_str() {
             "since" if value.is_empty() => since = None,
             "since" => {
                 let json = match value.parse::<i64>() {

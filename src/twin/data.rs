@@ -16,6 +16,7 @@ use super::payload::{self, ConfigPayload, MeasurementValue};
 use super::store::{Durability, Store};
 use super::time::Timestamp;
 use super::vecmap::VecMap;
+use crate::ops::model::{FAILED, SUCCESSFUL};
 use crate::ops::store::operation_label;
 use crate::topic::{Channel, EntityTopicId};
 
@@ -657,10 +658,10 @@ pub(super) fn channel_kind(channel: &Channel) -> &'static str {
 /// first seen already final (a retained one after a restart) ended earlier, and is not counted
 /// again.
 fn ended_now(previous: Option<&str>, status: Option<&Value>) -> Option<&'static str> {
-    let is_final = |s: &str| s == "successful" || s == "failed";
+    let is_final = |s: &str| s == SUCCESSFUL || s == FAILED;
     match (previous, status.and_then(Value::as_str)) {
-        (Some(before), Some("successful")) if !is_final(before) => Some("successful"),
-        (Some(before), Some("failed")) if !is_final(before) => Some("failed"),
+        (Some(before), Some(SUCCESSFUL)) if !is_final(before) => Some(SUCCESSFUL),
+        (Some(before), Some(FAILED)) if !is_final(before) => Some(FAILED),
         _ => None,
     }
 }
