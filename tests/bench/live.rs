@@ -262,11 +262,19 @@ async fn follow(
     // The end of the previous chunk, for markers cut in two.
     let mut tail: Vec<u8> = Vec::new();
     let mut started = Some(started);
+    // Markers that straddle the previous chunk's end and this chunk's start: only those, so
+    // that none is counted twice.
+    let straddling = |finder: &memchr::memmem::Finder, tail: &[u8], chunk: &[u8]| {
+        let n = finder.needle().len() - 1;
+        let mut edge = tail[tail.len().saturating_sub(n)..].to_vec();
+        edge.extend_from_slice(&chunk[..n.min(chunk.len())]);
+        finder.find_iter(&edge).count()
+    };
     while let Some(Ok(chunk)) = body.next().await {
-        let mut edge = std::mem::take(&mut tail);
-        edge.extend_from_slice(&chunk[..keep.min(chunk.len())]);
-        let changes = (change.find_iter(&chunk).count() + change.find_iter(&edge).count()) as u64;
-        let mut resets = (reset.find_iter(&chunk).count() + reset.find_iter(&edge).count()) as u64;
+        let changes =
+            (change.find_iter(&chunk).count() + straddling(&change, &tail, &chunk)) as u64;
+        let mut resets =
+            (reset.find_iter(&chunk).count() + straddling(&reset, &tail, &chunk)) as u64;
         tail = chunk[chunk.len().saturating_sub(keep)..].to_vec();
         if resets > 0 {
             if let Some(tx) = started.take() {
