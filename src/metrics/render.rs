@@ -183,15 +183,7 @@ fn twin_figures(registry: &mut Registry, twin: &TwinStats) {
         registry,
         "commands_ended",
         "Commands seen on the bus going from running to a final status, whoever requested them, by operation and final status",
-        c.commands_ended.iter().map(|((op, status), n)| {
-            (
-                vec![
-                    ("operation", (*op).to_owned()),
-                    ("status", (*status).to_owned()),
-                ],
-                *n,
-            )
-        }),
+        by_operation(&c.commands_ended),
     );
     gauges(
         registry,
@@ -269,34 +261,33 @@ fn http(registry: &mut Registry, s: &Snapshot) {
     );
 }
 
+/// (operation label, status label) → count, as labelled values.
+fn by_operation<'a>(
+    counts: &'a BTreeMap<(&'static str, &'static str), u64>,
+) -> impl Iterator<Item = (Labels, u64)> + 'a {
+    counts.iter().map(|((op, status), n)| {
+        (
+            vec![
+                ("operation", (*op).to_owned()),
+                ("status", (*status).to_owned()),
+            ],
+            *n,
+        )
+    })
+}
+
 fn operations(registry: &mut Registry, ops: &OpsStats) {
     counters(
         registry,
         "operations_ended",
         "Operations on child devices that ended, by operation and final status",
-        ops.ended.iter().map(|((op, status), n)| {
-            (
-                vec![
-                    ("operation", (*op).to_owned()),
-                    ("status", (*status).to_owned()),
-                ],
-                *n,
-            )
-        }),
+        by_operation(&ops.ended),
     );
     gauges(
         registry,
         "operations",
         "Operations in the agent's table, by operation and status",
-        ops.current.iter().map(|((op, status), n)| {
-            (
-                vec![
-                    ("operation", (*op).to_owned()),
-                    ("status", (*status).to_owned()),
-                ],
-                signed(*n),
-            )
-        }),
+        by_operation(&ops.current).map(|(labels, n)| (labels, signed(n))),
     );
 }
 

@@ -206,37 +206,13 @@ async fn run() {
     let mut agent_rates = Vec::new();
     for run in 0..INGEST_RUNS {
         let root = format!("nul{run}");
-        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-        let counter = tokio::spawn(count_messages(
-            broker.port(),
-            format!("{root}/+/+/+/+/#"),
-            format!("bench-null-{run}"),
-            INGEST_MESSAGES,
-            ready_tx,
-        ));
-        tokio::time::timeout(TIMEOUT, ready_rx)
-            .await
-            .expect("the null subscriber subscribes in time")
-            .expect("the null subscriber subscribes");
-        let (started, _) = publish_all(broker.port(), "bench-null", stream(&root, run)).await;
-        let done = counter.await.expect("the null subscriber");
-        null_rates.push(INGEST_MESSAGES as f64 / done.duration_since(started).as_secs_f64());
-
+        let id = format!("bench-null-{run}");
+        null_rates.push(null_rate(broker.port(), &root, &id, stream(&root, run)).await);
         let last_child = (INGEST_MESSAGES - 1) % INGEST_CHILDREN;
         let url = format!("{base}/te/v1/entities/device/child{last_child}///state");
         let expected_seq = (run * INGEST_MESSAGES + INGEST_MESSAGES - 1) as u64;
-        let (started, _) = publish_all(broker.port(), "bench-agent", stream("te", run)).await;
-        let done = loop {
-            let state = get_json(&http, &url).await;
-            if state["measurements"]["environment"]["seq"]["value"].as_u64() == Some(expected_seq) {
-                break Instant::now();
-            }
-            assert!(
-                started.elapsed() < TIMEOUT,
-                "the agent never saw the last measurement"
-            );
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        };
+        let (started, done) =
+            agent_ingest(broker.port(), &http, &url, expected_seq, stream("te", run)).await;
         agent_rates.push(INGEST_MESSAGES as f64 / done.duration_since(started).as_secs_f64());
     }
     let lost = count_lost(&http, &base, INGEST_RUNS - 1).await;
@@ -482,6 +458,50 @@ async fn publish_all(
         let _ = tokio::time::timeout(Duration::from_secs(1), eventloop.poll()).await;
     }
     (started, done)
+}
+
+/// The baseline's rate on `messages` (published under `root`): a rumqttc subscriber that only
+/// counts, with the session id `id`.
+async fn null_rate(port: u16, root: &str, id: &str, messages: Vec<(String, Vec<u8>, bool)>) -> f64 {
+    let total = messages.len();
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let counter = tokio::spawn(count_messages(
+        port,
+        format!("{root}/+/+/+/+/#"),
+        id.to_owned(),
+        total,
+        ready_tx,
+    ));
+    tokio::time::timeout(TIMEOUT, ready_rx)
+        .await
+        .expect("the null subscriber subscribes in time")
+        .expect("the null subscriber subscribes");
+    let (started, _) = publish_all(port, &format!("{id}-pub"), messages).await;
+    let done = counter.await.expect("the null subscriber");
+    total as f64 / done.duration_since(started).as_secs_f64()
+}
+
+/// Publishes `messages` to the agent and waits until the state document at `url` shows the
+/// measurement `seq` (the stream's last): when the stream started, and when it was applied.
+async fn agent_ingest(
+    port: u16,
+    http: &reqwest::Client,
+    url: &str,
+    seq: u64,
+    messages: Vec<(String, Vec<u8>, bool)>,
+) -> (Instant, Instant) {
+    let (started, _) = publish_all(port, "bench-agent", messages).await;
+    loop {
+        let state = get_json(http, url).await;
+        if state["measurements"]["environment"]["seq"]["value"].as_u64() == Some(seq) {
+            return (started, Instant::now());
+        }
+        assert!(
+            started.elapsed() < TIMEOUT,
+            "the agent never saw the last measurement"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
 }
 
 /// A subscriber that only counts (the baseline); says when subscribed, returns when it received

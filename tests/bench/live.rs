@@ -16,8 +16,8 @@ use futures_util::StreamExt;
 use rumqttc::{AsyncClient, Event, Packet, QoS};
 
 use super::{
-    count_messages, get_json, median, mqtt_options, publish_all, row, rss_kib, spawn_agent,
-    wait_ready, Row, TIMEOUT,
+    agent_ingest, get_json, median, mqtt_options, null_rate, publish_all, row, rss_kib,
+    spawn_agent, wait_ready, Row, TIMEOUT,
 };
 
 const ENTITIES: usize = 10_000;
@@ -168,35 +168,13 @@ pub async fn run(binary: &std::path::Path) -> Vec<Row> {
     let (mut agent_cpu, mut bench_cpu, mut ingest_time) = (0u64, 0u64, 0f64);
     for run in 0..INGEST_RUNS {
         let root = format!("live-null{run}");
-        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-        let counter = tokio::spawn(count_messages(
-            broker.port(),
-            format!("{root}/+/+/+/+/#"),
-            format!("live-null-{run}"),
-            INGEST,
-            ready_tx,
-        ));
-        tokio::time::timeout(TIMEOUT, ready_rx)
-            .await
-            .expect("the null subscriber subscribes in time")
-            .expect("the null subscriber subscribes");
-        let (t0, _) = publish_all(broker.port(), "live-null-pub", stream(&root, run)).await;
-        let done = counter.await.expect("the null subscriber");
-        null_rates.push(INGEST as f64 / done.duration_since(t0).as_secs_f64());
-
+        let id = format!("live-null-{run}");
+        null_rates.push(null_rate(broker.port(), &root, &id, stream(&root, run)).await);
         let last = (INGEST - 1) % ENTITIES;
         let url = format!("{base}/te/v1/entities/device/child{last}///state");
         let seq = (run * INGEST + INGEST - 1) as u64;
         let (agent_before, bench_before) = (cpu_ticks(pid), cpu_ticks(std::process::id()));
-        let (t0, _) = publish_all(broker.port(), "live-agent-pub", stream("te", run)).await;
-        let done = loop {
-            let state = get_json(&http, &url).await;
-            if state["measurements"]["environment"]["seq"]["value"].as_u64() == Some(seq) {
-                break Instant::now();
-            }
-            assert!(t0.elapsed() < TIMEOUT, "the agent never saw the last one");
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        };
+        let (t0, done) = agent_ingest(broker.port(), &http, &url, seq, stream("te", run)).await;
         agent_rates.push(INGEST as f64 / done.duration_since(t0).as_secs_f64());
         agent_cpu += cpu_ticks(pid).saturating_sub(agent_before);
         bench_cpu += cpu_ticks(std::process::id()).saturating_sub(bench_before);
