@@ -36,7 +36,6 @@ use crate::twin::history_file::HistoryFile;
 use crate::twin::persist::{Persist, PersistError};
 use crate::twin::store::{LoadError, Store, StoreConfig};
 use crate::twin::task::TwinTask;
-use crate::twin::time::Timestamp;
 use crate::twin::TwinHandle;
 
 /// Inputs queued for the twin; an MQTT input carries up to 1024 messages.
@@ -129,10 +128,7 @@ pub async fn start_following(
             .map(|cloud| cloud.name.clone())
             .collect(),
     );
-    let feed = ChangeFeed::new(
-        config.twin.changes_kept,
-        Changes::first_seq(Timestamp::now()),
-    );
+    let feed = ChangeFeed::new(config.twin.changes_kept, Changes::first_seq());
     let http_stop = CancellationToken::new();
     let http = tokio::spawn(crate::http::serve(
         crate::http::Services {

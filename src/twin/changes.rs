@@ -36,12 +36,21 @@ impl Changes {
         }
     }
 
-    /// Where numbering starts: the agent's start time in microseconds, so that a number from
-    /// an earlier run is never mistaken for one of this run (it is behind, or unknown).
-    pub fn first_seq(start: Timestamp) -> u64 {
-        u64::try_from(start.as_millis())
-            .unwrap_or(0)
-            .saturating_mul(1000)
+    /// Where numbering starts: a random number below 2^51 for each run, so that a number an
+    /// earlier run gave is almost never one this run gives (a client holding one is reset, not
+    /// resumed somewhere else), whatever the clock does on a gateway without a real-time
+    /// clock; and numbers stay exact in JavaScript (below 2^53) for billions of changes.
+    pub fn first_seq() -> u64 {
+        let mut bytes = [0u8; 8];
+        if getrandom::fill(&mut bytes).is_err() {
+            // No entropy source: the clock is the next best thing.
+            let micros = Timestamp::now()
+                .as_millis()
+                .unsigned_abs()
+                .saturating_mul(1000);
+            bytes = micros.to_le_bytes();
+        }
+        u64::from_le_bytes(bytes) & ((1 << 51) - 1)
     }
 
     /// The sequence number of the last change.
@@ -149,8 +158,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn events_are_numbered_from_the_start_time_and_made_only_when_wanted() {
-        let mut c = Changes::new(Changes::first_seq(Timestamp::from_millis(1_000)));
+    fn events_are_numbered_from_a_random_start_and_made_only_when_wanted() {
+        let starts: Vec<u64> = (0..4).map(|_| Changes::first_seq()).collect();
+        assert!(starts.iter().all(|s| *s < 1 << 51), "{starts:?}");
+        assert!(starts.windows(2).any(|w| w[0] != w[1]), "{starts:?}");
+        let mut c = Changes::new(1_000_000);
         assert_eq!(c.seq(), 1_000_000);
         let id: EntityTopicId = "device/c1//".parse().unwrap();
         c.seq += 1;

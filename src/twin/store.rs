@@ -219,7 +219,7 @@ impl Store {
             names: Names::default(),
             counters: Counters::default(),
             history,
-            changes: Changes::new(Changes::first_seq(Timestamp::now())),
+            changes: Changes::new(Changes::first_seq()),
         };
         store.ensure_protected_entities();
         store
