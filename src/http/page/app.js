@@ -36,13 +36,14 @@
   const view = {
     selected: null,
     expanded: new Set(),
-    limits: new Map(), // parent → how many children are shown
+    windows: new Map(), // parent → {start, end}: the drawn slice of its sorted children
     filter: '',
     items: new Map(), // key → rendered treeitem element
     history: new Map(), // series key → [{t, v}], of the selected entity only
     historyTypes: new Set(), // measurement types whose history was asked for
     historyGen: 0,
     loaded: false,
+    scrollTo: null, // the selected item, to scroll into view once drawn
   };
 
   // What the next render draws again. `tree` rebuilds the whole tree (first load, filter, roots);
@@ -65,6 +66,16 @@
 
   const $ = (id) => document.getElementById(id);
   const isObj = (v) => v !== null && typeof v === 'object' && !Array.isArray(v);
+
+  // Keys from the agent are device-controlled (`te/<id>/e/__proto__`): every object indexed by
+  // such a key has no prototype, so that `__proto__`, `constructor` or `prototype` are plain own
+  // keys there, never Object.prototype or its members.
+  const dict = () => Object.create(null);
+  function toDict(value) {
+    const d = dict();
+    if (isObj(value)) for (const key of Object.keys(value)) d[key] = value[key];
+    return d;
+  }
 
   // ---- small DOM helpers (text only) -------------------------------------------------------
 
@@ -144,8 +155,14 @@
     return typeof type === 'string' ? type : '?';
   }
 
+  const KIND_RANKS = new Map([
+    ['device', 0],
+    ['child-device', 1],
+    ['service', 2],
+  ]);
+
   function kindRank(doc) {
-    const rank = { device: 0, 'child-device': 1, service: 2 }[doc && doc['@type']];
+    const rank = KIND_RANKS.get(doc && doc['@type']);
     return rank === undefined ? 3 : rank;
   }
 
@@ -320,27 +337,39 @@
 
   // ---- applying the state and the changes --------------------------------------------------
 
-  function emptyDoc(meta) {
-    return {
-      ...meta,
-      twin: {},
-      config: {},
-      health: null,
-      capabilities: {},
-      measurements: {},
-      alarms: {},
-      events: {},
-      commands: {},
-      children: [],
-    };
+  const SECTIONS = ['twin', 'config', 'health', 'capabilities', 'measurements', 'alarms', 'events', 'commands', 'children'];
+
+  // Event records read with a state document (GET …/state): a change replayed after that read
+  // may carry one of them again (see `sameEvent`).
+  const fromState = new WeakSet();
+
+  // A state document as the model keeps it: a null-prototype copy, its sections null-prototype
+  // maps too (commands two levels deep), whatever the agent sent.
+  function toDoc(raw) {
+    const doc = toDict(raw);
+    for (const key of ['twin', 'capabilities', 'measurements', 'alarms']) doc[key] = toDict(doc[key]);
+    if (!isObj(doc.config)) doc.config = {};
+    if (!isObj(doc.health)) doc.health = null;
+    if (!Array.isArray(doc.children)) doc.children = [];
+    const events = dict();
+    for (const [type, list] of Object.entries(isObj(doc.events) ? doc.events : {})) {
+      if (!Array.isArray(list)) continue;
+      const records = list.filter(isObj);
+      for (const rec of records) fromState.add(rec);
+      events[type] = records;
+    }
+    doc.events = events;
+    const commands = dict();
+    for (const [op, cmds] of Object.entries(isObj(doc.commands) ? doc.commands : {})) {
+      if (isObj(cmds)) commands[op] = toDict(cmds);
+    }
+    doc.commands = commands;
+    return doc;
   }
 
-  function normalize(doc) {
-    for (const key of ['twin', 'config', 'capabilities', 'measurements', 'alarms', 'events', 'commands']) {
-      if (!isObj(doc[key])) doc[key] = {};
-    }
-    if (!isObj(doc.health)) doc.health = null;
-    return doc;
+  // Registration metadata onto `doc`, minus the names of its sections.
+  function assignMeta(doc, meta) {
+    for (const key of Object.keys(meta)) if (!SECTIONS.includes(key)) doc[key] = meta[key];
   }
 
   function replaceAll(docs) {
@@ -349,7 +378,7 @@
     model.sorted.clear();
     for (const doc of Array.isArray(docs) ? docs : []) {
       if (!isObj(doc) || typeof doc['@topic-id'] !== 'string') continue;
-      model.entities.set(doc['@topic-id'], normalize(doc));
+      model.entities.set(doc['@topic-id'], toDoc(doc));
     }
     for (const [id, doc] of model.entities) index(id, parentOf(doc));
     model.roots = null;
@@ -375,13 +404,23 @@
       model.entities.delete(id);
     } else if (old) {
       for (const key of Object.keys(old)) if (key.startsWith('@')) delete old[key];
-      Object.assign(old, meta, { '@topic-id': id });
+      assignMeta(old, meta);
+      old['@topic-id'] = id;
     } else {
-      model.entities.set(id, emptyDoc({ ...meta, '@topic-id': id }));
+      const doc = toDoc(null);
+      assignMeta(doc, meta);
+      doc['@topic-id'] = id;
+      model.entities.set(id, doc);
     }
     relink(id, before);
   }
 
+  // An event record already among those of a state read: the same change, replayed after it.
+  function sameEvent(a, b) {
+    return fromState.has(a) && a.received === b.received && a.time === b.time && jsonText(a.payload) === jsonText(b.payload);
+  }
+
+  // `map` is a null-prototype map (`dict`): `key` is an own key whatever its name.
   function setOrDelete(map, key, value) {
     if (value === null || value === undefined) delete map[key];
     else map[key] = value;
@@ -416,10 +455,17 @@
         setOrDelete(doc.measurements, rest, isObj(value) ? value : null);
         if (id === view.selected && isObj(value)) noteMeasurement(id, rest, value);
         break;
-      case 'e':
-        if (isObj(value)) doc.events[rest] = [value, ...(doc.events[rest] || [])].slice(0, EVENTS_KEPT);
-        else delete doc.events[rest];
+      case 'e': {
+        // The one channel that is not idempotent: after a reset (or a refetch) the state read
+        // may already hold the event a queued change brings again.
+        if (!isObj(value)) {
+          delete doc.events[rest];
+          break;
+        }
+        const list = doc.events[rest] || [];
+        if (!list.some((rec) => sameEvent(rec, value))) doc.events[rest] = [value, ...list].slice(0, EVENTS_KEPT);
         break;
+      }
       case 'a':
         setOrDelete(doc.alarms, rest, isObj(value) ? value : null);
         dirty.rows.add(id);
@@ -438,7 +484,7 @@
         } else {
           const op = rest.slice(0, at);
           const cmd = rest.slice(at + 1);
-          const ops = doc.commands[op] || (doc.commands[op] = {});
+          const ops = doc.commands[op] || (doc.commands[op] = dict());
           setOrDelete(ops, cmd, value);
           if (Object.keys(ops).length === 0) delete doc.commands[op];
         }
@@ -462,7 +508,7 @@
         if (!isObj(doc)) return;
         const old = model.entities.get(id);
         const before = linkOf(id);
-        const fresh = normalize(doc);
+        const fresh = toDoc(doc);
         if (old) {
           for (const key of Object.keys(old)) delete old[key];
           Object.assign(old, fresh);
@@ -491,8 +537,7 @@
     es.addEventListener('reset', (e) => {
       const data = parse(e.data);
       if (data && Number.isFinite(data.seq)) stream.lastSeq = data.seq;
-      stream.queue = [];
-      loadState();
+      resync();
     });
     es.addEventListener('change', (e) => {
       const data = parse(e.data);
@@ -511,6 +556,12 @@
         stream.reconnectTimer = setTimeout(connect, RETRY_MS);
       }
     });
+  }
+
+  // Reads the whole state again and applies the changes that follow (as on `reset`).
+  function resync() {
+    stream.queue = [];
+    loadState();
   }
 
   function parse(text) {
@@ -556,7 +607,15 @@
     if (stream.loading) return; // loadState schedules again once the state is there
     const batch = stream.queue;
     stream.queue = [];
-    for (const change of batch) apply(change);
+    let failed = false;
+    for (const change of batch) {
+      try {
+        apply(change);
+      } catch (_) {
+        failed = true; // the model may be off: read it all again, as after a reset
+      }
+    }
+    if (failed) resync();
     render();
   }
 
@@ -710,13 +769,24 @@
     view.selected = id;
     dirty.rows.add(id);
     revealPath(id);
+    if (changed) view.scrollTo = id;
     if (changed) startHistory(id);
     if (updateHash && changed) history.replaceState(null, '', `#${encodeURIComponent(id)}`);
     dirty.detail = true;
   }
 
-  // Expands the ancestors of `id` and pages far enough for it to be drawn; the ancestors that
-  // changed are drawn again (the topmost one's subtree holds the others).
+  // The drawn slice [start, end) of `parent`'s `count` sorted children: a page from the first
+  // one unless "show more", "show earlier" or `revealPath` moved it.
+  function windowOf(parent, count) {
+    const w = view.windows.get(parent);
+    if (!w) return { start: 0, end: Math.min(count, CHILD_PAGE) };
+    const start = Math.max(0, Math.min(w.start, count - CHILD_PAGE));
+    return { start, end: Math.min(count, Math.max(w.end, start + CHILD_PAGE)) };
+  }
+
+  // Expands the ancestors of `id` and moves each one's drawn window to the page that holds the
+  // next one down (one page, whatever the number of children); the ancestors that changed are
+  // drawn again (the topmost one's subtree holds the others).
   function revealPath(id) {
     let doc = model.entities.get(id);
     let child = id;
@@ -727,10 +797,12 @@
         view.expanded.add(parent);
         dirty.groups.add(parent);
       }
-      const at = childIds(parent).indexOf(child);
-      const limit = view.limits.get(parent) || CHILD_PAGE;
-      if (at >= limit) {
-        view.limits.set(parent, Math.ceil((at + 1) / CHILD_PAGE) * CHILD_PAGE);
+      const kids = childIds(parent);
+      const at = kids.indexOf(child);
+      const w = windowOf(parent, kids.length);
+      if (at >= 0 && (at < w.start || at >= w.end)) {
+        const start = Math.floor(at / CHILD_PAGE) * CHILD_PAGE;
+        view.windows.set(parent, { start, end: start + CHILD_PAGE });
         dirty.groups.add(parent);
       }
       child = parent;
@@ -766,6 +838,11 @@
       target.tabIndex = 0;
     }
     if (target && focusedKey && document.activeElement !== target) target.focus({ preventScroll: true });
+    if (view.scrollTo !== null) {
+      const item = view.items.get(view.scrollTo);
+      if (item) item.firstChild.scrollIntoView({ block: 'nearest' });
+      view.scrollTo = null;
+    }
     if (dirty.bridges) renderBridges();
     if (dirty.detail) renderDetail();
     dirty.tree = dirty.bridges = dirty.detail = false;
@@ -828,20 +905,32 @@
     li.firstChild.replaceWith(treeRow(id, doc, kids, kids.length > 0 && view.expanded.has(id), flat));
   }
 
-  // "Show more" of `parent`: the next page is appended to the drawn ones.
+  // "Show more" (or "show earlier") of `parent`: the next (previous) page joins the drawn ones.
+  // Returns the id of the drawn child next to where the item was, to move the focus to.
   function showMore(more) {
     const parent = more.dataset.more;
-    const shown = view.limits.get(parent) || CHILD_PAGE;
-    const limit = shown + CHILD_PAGE;
-    view.limits.set(parent, limit);
+    const earlier = more.dataset.earlier !== undefined;
     const kids = childIds(parent);
+    const { start, end } = windowOf(parent, kids.length);
     const level = Number(more.getAttribute('aria-level'));
     const frag = document.createDocumentFragment();
-    kids.slice(shown, limit).forEach((k, i) => frag.append(treeItem(k, level, shown + i + 1, kids.length)));
-    if (kids.length > limit) frag.append(moreItem(parent, kids.length - limit, level));
+    let next;
+    if (earlier) {
+      const from = Math.max(0, start - CHILD_PAGE);
+      view.windows.set(parent, { start: from, end });
+      if (from > 0) frag.append(moreItem(parent, from, level, true));
+      kids.slice(from, start).forEach((k, i) => frag.append(treeItem(k, level, from + i + 1, kids.length)));
+      next = kids[start - 1];
+    } else {
+      const to = Math.min(kids.length, end + CHILD_PAGE);
+      view.windows.set(parent, { start, end: to });
+      kids.slice(end, to).forEach((k, i) => frag.append(treeItem(k, level, end + i + 1, kids.length)));
+      if (kids.length > to) frag.append(moreItem(parent, kids.length - to, level));
+      next = kids[end];
+    }
     forget(more);
     more.replaceWith(frag);
-    return kids[shown];
+    return next;
   }
 
   function matchesFilter(id, doc) {
@@ -888,9 +977,10 @@
     li.append(treeRow(id, doc, kids, expanded, flat));
     if (expanded) {
       const group = el('ul', { role: 'group' });
-      const limit = view.limits.get(id) || CHILD_PAGE;
-      kids.slice(0, limit).forEach((k, i) => group.append(treeItem(k, level + 1, i + 1, kids.length)));
-      if (kids.length > limit) group.append(moreItem(id, kids.length - limit, level + 1));
+      const { start, end } = windowOf(id, kids.length);
+      if (start > 0) group.append(moreItem(id, start, level + 1, true));
+      kids.slice(start, end).forEach((k, i) => group.append(treeItem(k, level + 1, start + i + 1, kids.length)));
+      if (kids.length > end) group.append(moreItem(id, kids.length - end, level + 1));
       li.append(group);
     }
     return li;
@@ -916,10 +1006,12 @@
     return row;
   }
 
-  function moreItem(parent, hidden, level) {
-    const li = el('li', { role: 'treeitem', 'aria-level': level, tabindex: '-1', class: 'more' });
+  // The item that draws the next page of `parent`'s children, or the previous one (`earlier`).
+  function moreItem(parent, hidden, level, earlier = false) {
+    const li = el('li', { role: 'treeitem', 'aria-level': level, tabindex: '-1', class: earlier ? 'more earlier' : 'more' });
     li.dataset.more = parent;
-    li.dataset.key = `\u0000more\u0000${parent}`;
+    if (earlier) li.dataset.earlier = '';
+    li.dataset.key = `\u0000${earlier ? 'earlier' : 'more'}\u0000${parent}`;
     view.items.set(li.dataset.key, li);
     const next = Math.min(hidden, CHILD_PAGE);
     li.append(
@@ -927,7 +1019,7 @@
         'div',
         { class: 'row' },
         el('span', { class: 'twisty', 'aria-hidden': 'true', text: '…' }),
-        el('span', { class: 'label', text: `Show ${next} more (${hidden.toLocaleString()} not shown)` }),
+        el('span', { class: 'label', text: `Show ${next} ${earlier ? 'earlier' : 'more'} (${hidden.toLocaleString()} not shown)` }),
       ),
     );
     return li;
