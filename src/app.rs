@@ -36,7 +36,7 @@ use crate::twin::history_file::HistoryFile;
 use crate::twin::persist::{Persist, PersistError};
 use crate::twin::store::{LoadError, Store, StoreConfig};
 use crate::twin::task::TwinTask;
-use crate::twin::TwinHandle;
+use crate::twin::{Input, TwinHandle};
 
 /// Inputs queued for the twin; an MQTT input carries up to 1024 messages.
 const INPUT_CAPACITY: usize = 1024;
@@ -155,27 +155,39 @@ pub async fn start_following(
         for warning in &loaded.warnings {
             tracing::warn!("{warning}");
         }
-        let (mut store, warnings) = Store::load(store_config, loaded.entries)?;
+        let (store, warnings) = Store::load(store_config, loaded.entries)?;
         for warning in &warnings {
             tracing::warn!("{warning}");
         }
-        let (history, warnings) = HistoryFile::load_into(&dir, &mut store);
-        for warning in &warnings {
-            tracing::warn!("{warning}");
-        }
-        Ok::<_, StartError>((persist, store, history))
+        Ok::<_, StartError>((persist, store))
     })
     .await;
     // From here on a failure to start also stops the HTTP server already serving.
     let serving = http_stop.clone().drop_guard();
-    let (persist, mut store, history) = loaded??;
+    let (persist, mut store) = loaded??;
     // The numbering of changes goes on from what the feed announced to early clients.
     store.changes = Changes::new(feed.latest());
-    tracing::info!(
-        entities = store.len(),
-        history_points = store.history.points(),
-        "loaded the persisted twin"
-    );
+    tracing::info!(entities = store.len(), "loaded the persisted twin");
+    // The measurement history is read while the twin already serves: a large one must not
+    // delay the start (issue #2's figures).
+    {
+        let (dir, cfg, twin) = (
+            config.data_dir.join("twin"),
+            config.twin.history,
+            input_tx.clone(),
+        );
+        tokio::spawn(async move {
+            let reading = {
+                let dir = dir.clone();
+                tokio::task::spawn_blocking(move || HistoryFile::read(&dir, cfg))
+            };
+            // The twin is not ready until it has a history: it always gets one.
+            let loaded = reading
+                .await
+                .unwrap_or_else(|e| HistoryFile::unread(&dir, cfg, e.to_string()));
+            let _ = twin.send(Input::History(Box::new(loaded))).await;
+        });
+    }
 
     let options = mqtt::options(&config, store.down_health())?;
     let (publisher, connection) = Connection::new(options, &config, metrics);
@@ -242,7 +254,7 @@ pub async fn start_following(
         endpoint: format!("{}:{}", config.mqtt.host, config.mqtt.port),
         commands: Some(commands),
         feed,
-        history,
+        history: None,
     };
     let twin = tokio::spawn(task.run(twin_stop.clone()));
     serving.disarm();

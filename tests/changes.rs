@@ -354,7 +354,8 @@ async fn the_measurement_history_is_served_oldest_first_and_kept_across_restarts
     http::assert_error(&put, 405, "Method Not Allowed");
     assert_eq!(put.header("allow"), Some("GET, HEAD"));
 
-    // A graceful restart keeps the history.
+    // A graceful restart keeps the history (read from disk while the agent already serves,
+    // and before it says it is ready).
     rig.restart_agent().await;
     let url = rig.entities(&format!("/{CHILD}/m/environment"));
     http::assert_json(&http::get(&url).await, 200, &expected);

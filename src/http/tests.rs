@@ -69,7 +69,7 @@ fn fake_in(readiness: Readiness, answer: Answer) -> Fake {
             let (seen, responder) = match input {
                 Input::Query(q, r) => (Seen::Query(q), r),
                 Input::Write(w, r) => (Seen::Write(w), r),
-                Input::Bus(_) => continue,
+                Input::Bus(_) | Input::History(_) => continue,
                 Input::Stats(r) => {
                     let _ = r.send(Default::default());
                     continue;

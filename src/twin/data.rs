@@ -125,10 +125,20 @@ impl Store {
         };
         for v in m.values {
             let value = v.value.as_f64().unwrap_or(f64::NAN);
+            let as_point = |s: &Series| Point {
+                time: s.time,
+                value: s.value.as_f64().unwrap_or(f64::NAN),
+            };
+            let previous = match (series.get(v.name.as_str()), v.member.as_deref()) {
+                (Some(SeriesNode::Single(s)), None) => Some(as_point(s)),
+                (Some(SeriesNode::Group(group)), Some(member)) => group.get(member).map(as_point),
+                _ => None,
+            };
             history.record(
                 id,
                 (&m.mtype, &v.name, v.member.as_deref()),
                 Point { time, value },
+                previous,
                 now,
                 |s| names.intern(s),
             );

@@ -6,13 +6,15 @@
 //! measurement value and drops an entity's history with the entity. No I/O here. A point is 16
 //! bytes (milliseconds and an `f64`), so a full series of 300 points costs about 5 KiB.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet, VecDeque};
 
 use serde::ser::{SerializeMap, SerializeSeq, SerializeStruct};
 use serde::{Serialize, Serializer};
 
-use super::model::Name;
+use super::model::{Name, Series, SeriesNode};
 use super::time::Timestamp;
+use super::vecmap::VecMap;
 use crate::config::HistoryConfig;
 use crate::topic::EntityTopicId;
 
@@ -119,13 +121,19 @@ impl History {
         ))
     }
 
-    /// Records one measurement value at reception time `now`.
-    /// `series` is (type, name, member); `intern` makes the names of a new series.
+    /// Records one measurement value at reception time `now`. `series` is (type, name,
+    /// member); `previous` is the series' value in the twin before this one, if any; `intern`
+    /// makes the names of a new series.
+    ///
+    /// A series gets a track only with its second value (seeded with `previous`): the twin
+    /// keeps the latest value anyway, so the many children that report once cost no history,
+    /// and [`History::reply`] shows their one value from the twin.
     pub fn record(
         &mut self,
         id: &EntityTopicId,
         series: (&str, &str, Option<&str>),
         point: Point,
+        previous: Option<Point>,
         now: Timestamp,
         mut intern: impl FnMut(&str) -> Name,
     ) {
@@ -136,14 +144,29 @@ impl History {
         if point.time < cutoff || !point.value.is_finite() {
             return;
         }
-        let tracks = match self.tracks.get_mut(id) {
-            Some(tracks) => tracks,
-            None => self.tracks.entry(id.clone()).or_default(),
-        };
-        let i = find_or_insert(tracks, (mtype, name, member), || {
-            Track::new(intern(mtype), intern(name), member.map(&mut intern))
+        let existing = self.tracks.get_mut(id).and_then(|tracks| {
+            let i = tracks
+                .binary_search_by(|t| t.key().cmp(&(mtype, name, member)))
+                .ok()?;
+            Some(&mut tracks[i])
         });
-        tracks[i].push(point, limit, cutoff);
+        match (existing, previous) {
+            (Some(track), _) => track.push(point, limit, cutoff),
+            (None, None) => return,
+            (None, Some(previous)) => {
+                let tracks = match self.tracks.get_mut(id) {
+                    Some(tracks) => tracks,
+                    None => self.tracks.entry(id.clone()).or_default(),
+                };
+                let i = find_or_insert(tracks, (mtype, name, member), || {
+                    Track::new(intern(mtype), intern(name), member.map(&mut intern))
+                });
+                if previous != point && previous.time >= cutoff && previous.value.is_finite() {
+                    tracks[i].push(previous, limit, cutoff);
+                }
+                tracks[i].push(point, limit, cutoff);
+            }
+        }
         if !self.dirty.contains(id) {
             self.dirty.insert(id.clone());
         }
@@ -253,17 +276,49 @@ impl History {
         track.unsaved = 0;
     }
 
-    /// Drops what a restore brought for an entity the twin no longer has, and series left
-    /// without points; true when something was dropped.
-    pub fn retain(&mut self, mut known: impl FnMut(&EntityTopicId) -> bool) -> bool {
+    /// Adds `loaded` (read from disk, older) before the points recorded since: for each series,
+    /// the loaded points come first and the limits apply to the whole; the points recorded
+    /// since stay unsaved. Entities `known` rejects are dropped; true when something was.
+    pub fn merge(
+        &mut self,
+        loaded: History,
+        mut known: impl FnMut(&EntityTopicId) -> bool,
+        mut intern: impl FnMut(&str) -> Name,
+    ) -> bool {
+        let Some((limit, _)) = self.limits(Timestamp::now()) else {
+            return !loaded.tracks.is_empty();
+        };
         let mut dropped = false;
-        self.tracks.retain(|id, tracks| {
-            let before = tracks.len();
-            tracks.retain(|t| !t.points.is_empty());
-            let keep = known(id) && !tracks.is_empty();
-            dropped |= !keep || tracks.len() != before;
-            keep
-        });
+        for (id, tracks) in loaded.tracks {
+            if !known(&id) {
+                dropped = true;
+                continue;
+            }
+            let mine = self.tracks.entry(id).or_default();
+            for old in tracks {
+                if old.points.is_empty() {
+                    dropped = true;
+                    continue;
+                }
+                let i = find_or_insert(mine, old.key(), || {
+                    let member = old.member.as_deref().map(&mut intern);
+                    Track::new(intern(&old.mtype), intern(&old.name), member)
+                });
+                let track = &mut mine[i];
+                // A series' first live value was seeded with the twin's previous value, which
+                // may be the last point on disk too.
+                if track.points.front().is_some() && track.points.front() == old.points.back() {
+                    track.points.pop_front();
+                }
+                let mut points = old.points;
+                points.extend(track.points.drain(..));
+                let excess = points.len().saturating_sub(limit);
+                points.drain(..excess);
+                points.shrink_to_fit();
+                track.unsaved = track.unsaved.min(points.len());
+                track.points = points;
+            }
+        }
         dropped
     }
 
@@ -282,25 +337,55 @@ impl History {
     }
 
     /// The reply of `GET …/m/<type>`: the series of one type, `since` and `series` applied,
-    /// points oldest first, groups nested as in the state document.
+    /// points oldest first, groups nested as in the state document. `current` is the type's
+    /// latest values in the twin: a series without a track (one value so far) shows that one.
     pub fn reply<'a>(
         &'a self,
         id: &'a EntityTopicId,
         mtype: &'a str,
-        since: Option<Timestamp>,
-        series: Option<&'a str>,
+        query: (Option<Timestamp>, Option<&'a str>),
+        current: Option<&'a VecMap<Name, SeriesNode>>,
         now: Timestamp,
     ) -> Reply<'a> {
+        let (since, series) = query;
         let cutoff = self.limits(now).map(|(_, c)| c);
         let from = match (since, cutoff) {
             (Some(s), Some(c)) => Some(s.max(c)),
             (s, c) => s.or(c),
         };
-        let tracks = self
+        let wanted = |name: &str| series.is_none_or(|s| name == s);
+        let mut tracks: Vec<Cow<'a, Track>> = self
             .tracks(id)
             .iter()
-            .filter(|t| &*t.mtype == mtype && series.is_none_or(|s| &*t.name == s))
+            .filter(|t| &*t.mtype == mtype && wanted(&t.name))
+            .map(Cow::Borrowed)
             .collect();
+        let mut one = |name: &Name, member: Option<&Name>, s: &Series| {
+            let key = (mtype, &**name, member.map(|m| &**m));
+            if tracks.iter().any(|t| t.key() == key) || self.cfg.is_none_or(|c| c.points == 0) {
+                return;
+            }
+            let mut track = Track::new(Name::from(mtype), name.clone(), member.cloned());
+            track.points.push_back(Point {
+                time: s.time,
+                value: s.value.as_f64().unwrap_or(f64::NAN),
+            });
+            tracks.push(Cow::Owned(track));
+        };
+        for (name, node) in current.into_iter().flat_map(|c| c.iter()) {
+            if !wanted(name) {
+                continue;
+            }
+            match node {
+                SeriesNode::Single(s) => one(name, None, s),
+                SeriesNode::Group(group) => {
+                    for (member, s) in group.iter() {
+                        one(name, Some(member), s);
+                    }
+                }
+            }
+        }
+        tracks.sort_by(|a, b| a.key().cmp(&b.key()));
         Reply {
             id,
             mtype,
@@ -331,7 +416,7 @@ fn find_or_insert(
 pub struct Reply<'a> {
     id: &'a EntityTopicId,
     mtype: &'a str,
-    tracks: Vec<&'a Track>,
+    tracks: Vec<Cow<'a, Track>>,
     from: Option<Timestamp>,
 }
 
@@ -362,7 +447,7 @@ impl Serialize for SeriesMap<'_> {
                 .map(|t| t.member.is_some());
             let shape: Vec<&Track> = run
                 .iter()
-                .copied()
+                .map(|t| &**t)
                 .filter(|t| Some(t.member.is_some()) == newest)
                 .collect();
             match (newest, shape.first()) {
@@ -463,8 +548,31 @@ mod tests {
 
     const NOW: i64 = 1_800_000_000_000;
 
+    /// Records as the store does, except that a series' first value starts its track (as if
+    /// the twin had it before): these tests are about what tracks keep.
+    type Twin = std::collections::HashMap<(String, String, String, Option<String>), Point>;
+
+    fn rec(
+        h: &mut History,
+        twin: &mut Twin,
+        id: &EntityTopicId,
+        key: (&str, &str, Option<&str>),
+        point: Point,
+        now: Timestamp,
+    ) {
+        let k = (
+            id.as_str().to_owned(),
+            key.0.to_owned(),
+            key.1.to_owned(),
+            key.2.map(str::to_owned),
+        );
+        let previous = twin.insert(k, point).or(Some(point));
+        h.record(id, key, point, previous, now, |s: &str| Name::from(s));
+    }
+
     #[test]
     fn a_series_keeps_its_newest_points_and_sorts_them_by_time() {
+        let mut twin = Twin::new();
         let mut h = history(3);
         let (c, env, temp) = (id("device/c//"), name("env"), name("temperature"));
         let now = Timestamp::from_millis(NOW);
@@ -474,13 +582,11 @@ mod tests {
             (NOW - 30, 3.0),
             (NOW - 20, 4.0),
         ] {
-            h.record(&c, (&env, &temp, None), at(ms, v), now, |s: &str| {
-                Name::from(s)
-            });
+            rec(&mut h, &mut twin, &c, (&env, &temp, None), at(ms, v), now);
         }
         let track = &h.tracks(&c)[0];
         assert_eq!(track.points.len(), 3);
-        let text = serde_json::to_string(&h.reply(&c, "env", None, None, now)).unwrap();
+        let text = serde_json::to_string(&h.reply(&c, "env", (None, None), None, now)).unwrap();
         assert_eq!(
             text,
             r#"{"@topic-id":"device/c//","type":"env","series":{"temperature":[{"time":"2027-01-15T07:59:59.970Z","value":3},{"time":"2027-01-15T07:59:59.980Z","value":4},{"time":"2027-01-15T07:59:59.990Z","value":2.5}]}}"#
@@ -489,51 +595,62 @@ mod tests {
 
     #[test]
     fn since_series_and_max_age_select_points() {
+        let mut twin = Twin::new();
         let mut h = History::new(HistoryConfig {
             points: 10,
             max_age: Duration::from_secs(60),
         });
         let (c, env) = (id("device/c//"), name("env"));
         let now = Timestamp::from_millis(NOW);
-        h.record(
+        rec(
+            &mut h,
+            &mut twin,
             &c,
             (&env, "t", None),
             at(NOW - 61_000, 1.0),
             now,
-            |s: &str| Name::from(s),
         );
-        h.record(
+        rec(
+            &mut h,
+            &mut twin,
             &c,
             (&env, "t", None),
             at(NOW - 30_000, 2.0),
             now,
-            |s: &str| Name::from(s),
         );
-        h.record(
+        rec(
+            &mut h,
+            &mut twin,
             &c,
             (&env, "t", None),
             at(NOW - 1_000, 3.0),
             now,
-            |s: &str| Name::from(s),
         );
-        h.record(
+        rec(
+            &mut h,
+            &mut twin,
             &c,
             (&env, "current", Some("L2")),
             at(NOW, 9.5),
             now,
-            |s: &str| Name::from(s),
         );
-        h.record(
+        rec(
+            &mut h,
+            &mut twin,
             &c,
             (&env, "current", Some("L1")),
             at(NOW, 10.0),
             now,
-            |s: &str| Name::from(s),
         );
-        h.record(&c, ("other", "t", None), at(NOW, 7.0), now, |s: &str| {
-            Name::from(s)
-        });
-        let all = serde_json::to_value(h.reply(&c, "env", None, None, now)).unwrap();
+        rec(
+            &mut h,
+            &mut twin,
+            &c,
+            ("other", "t", None),
+            at(NOW, 7.0),
+            now,
+        );
+        let all = serde_json::to_value(h.reply(&c, "env", (None, None), None, now)).unwrap();
         assert_eq!(all["series"]["t"].as_array().unwrap().len(), 2);
         assert_eq!(
             all["series"]["current"],
@@ -543,32 +660,29 @@ mod tests {
             })
         );
         let since = Timestamp::from_millis(NOW - 2_000);
-        let some = serde_json::to_value(h.reply(&c, "env", Some(since), Some("t"), now)).unwrap();
+        let some =
+            serde_json::to_value(h.reply(&c, "env", (Some(since), Some("t")), None, now)).unwrap();
         assert_eq!(
             some["series"],
             serde_json::json!({"t": [{"time": "2027-01-15T07:59:59.000Z", "value": 3}]})
         );
         let later = Timestamp::from_millis(NOW + 45_000);
-        let aged = serde_json::to_value(h.reply(&c, "env", None, Some("t"), later)).unwrap();
+        let aged =
+            serde_json::to_value(h.reply(&c, "env", (None, Some("t")), None, later)).unwrap();
         assert_eq!(aged["series"]["t"].as_array().unwrap().len(), 1);
-        let none = serde_json::to_value(h.reply(&c, "missing", None, None, now)).unwrap();
+        let none = serde_json::to_value(h.reply(&c, "missing", (None, None), None, now)).unwrap();
         assert_eq!(none["series"], serde_json::json!({}));
     }
 
     #[test]
     fn unsaved_points_are_handed_out_once_and_removals_are_remembered() {
+        let mut twin = Twin::new();
         let mut h = history(5);
         let (a, b, m, t) = (id("device/a//"), id("device/b//"), name("m"), name("t"));
         let now = Timestamp::from_millis(NOW);
-        h.record(&a, (&m, &t, None), at(NOW, 1.0), now, |s: &str| {
-            Name::from(s)
-        });
-        h.record(&a, (&m, &t, None), at(NOW + 1, 2.0), now, |s: &str| {
-            Name::from(s)
-        });
-        h.record(&b, (&m, &t, None), at(NOW, 3.0), now, |s: &str| {
-            Name::from(s)
-        });
+        rec(&mut h, &mut twin, &a, (&m, &t, None), at(NOW, 1.0), now);
+        rec(&mut h, &mut twin, &a, (&m, &t, None), at(NOW + 1, 2.0), now);
+        rec(&mut h, &mut twin, &b, (&m, &t, None), at(NOW, 3.0), now);
         let unsaved = h.take_unsaved();
         assert_eq!(unsaved.len(), 2);
         let Some(Unsaved::Points(_, track)) = unsaved
@@ -581,9 +695,7 @@ mod tests {
         assert_eq!(values, [1.0, 2.0]);
         h.saved();
         assert!(!h.has_unsaved());
-        h.record(&a, (&m, &t, None), at(NOW + 2, 4.0), now, |s: &str| {
-            Name::from(s)
-        });
+        rec(&mut h, &mut twin, &a, (&m, &t, None), at(NOW + 2, 4.0), now);
         h.remove(&b);
         let unsaved = h.take_unsaved();
         assert_eq!(unsaved[0], Unsaved::Removed(b.clone()));
@@ -594,13 +706,99 @@ mod tests {
     }
 
     #[test]
+    fn a_history_read_later_goes_before_the_points_recorded_since() {
+        let mut twin = Twin::new();
+        let now = Timestamp::now();
+        let ms = now.as_millis();
+        let (c, gone) = (id("device/c//"), id("device/gone//"));
+        let mut loaded = history(3);
+        loaded.restore(
+            c.clone(),
+            (name("m"), name("t"), None),
+            [at(ms - 30, 1.0), at(ms - 20, 2.0)],
+            now,
+        );
+        loaded.restore(
+            gone.clone(),
+            (name("m"), name("t"), None),
+            [at(ms, 9.0)],
+            now,
+        );
+        let mut live = history(3);
+        rec(
+            &mut live,
+            &mut twin,
+            &c,
+            ("m", "t", None),
+            at(ms - 10, 3.0),
+            now,
+        );
+        rec(&mut live, &mut twin, &c, ("m", "t", None), at(ms, 4.0), now);
+        let dropped = live.merge(loaded, |i| *i == c, |s: &str| Name::from(s));
+        assert!(dropped, "device/gone// is not known");
+        let track = &live.tracks(&c)[0];
+        let values: Vec<f64> = track.points.iter().map(|p| p.value).collect();
+        assert_eq!(values, [2.0, 3.0, 4.0]);
+        // The points recorded since the start are still to be written, and only those.
+        let unsaved = live.take_unsaved();
+        let Some(Unsaved::Points(_, track)) = unsaved.first() else {
+            panic!("{unsaved:?}")
+        };
+        assert_eq!(
+            track.unsaved().map(|p| p.value).collect::<Vec<_>>(),
+            [3.0, 4.0]
+        );
+        assert!(live.tracks(&gone).is_empty());
+    }
+
+    #[test]
+    fn a_series_gets_a_track_with_its_second_value_and_shows_its_first_from_the_twin() {
+        let mut h = history(5);
+        let c = id("device/c//");
+        let now = Timestamp::from_millis(NOW);
+        let intern = |s: &str| Name::from(s);
+        h.record(&c, ("env", "t", None), at(NOW - 10, 1.0), None, now, intern);
+        assert!(h.tracks(&c).is_empty());
+        assert!(!h.has_unsaved());
+        // The twin holds that one value: the reply shows it.
+        let mut current: VecMap<Name, SeriesNode> = VecMap::new();
+        current.insert(
+            name("t"),
+            SeriesNode::Single(Series {
+                value: 1.into(),
+                time: Timestamp::from_millis(NOW - 10),
+            }),
+        );
+        let one = serde_json::to_value(h.reply(&c, "env", (None, None), Some(&current), now));
+        assert_eq!(
+            one.unwrap()["series"],
+            serde_json::json!({"t": [{"time": "2027-01-15T07:59:59.990Z", "value": 1}]})
+        );
+        // The second value starts the track with the first.
+        h.record(
+            &c,
+            ("env", "t", None),
+            at(NOW, 2.0),
+            Some(at(NOW - 10, 1.0)),
+            now,
+            intern,
+        );
+        let values: Vec<f64> = h.tracks(&c)[0].points.iter().map(|p| p.value).collect();
+        assert_eq!(values, [1.0, 2.0]);
+        let both = serde_json::to_value(h.reply(&c, "env", (None, None), Some(&current), now));
+        assert_eq!(
+            both.unwrap()["series"]["t"].as_array().map(Vec::len),
+            Some(2)
+        );
+    }
+
+    #[test]
     fn no_history_is_kept_with_zero_points() {
+        let mut twin = Twin::new();
         let mut h = history(0);
         let c = id("device/c//");
         let now = Timestamp::from_millis(NOW);
-        h.record(&c, ("m", "t", None), at(NOW, 1.0), now, |s: &str| {
-            Name::from(s)
-        });
+        rec(&mut h, &mut twin, &c, ("m", "t", None), at(NOW, 1.0), now);
         assert!(h.tracks(&c).is_empty());
         assert!(!h.has_unsaved());
     }

@@ -18,8 +18,10 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::history::{number, History, Point, Track, Unsaved};
+use super::model::Name;
 use super::store::Store;
 use super::time::Timestamp;
+use crate::config::HistoryConfig;
 use crate::topic::EntityTopicId;
 
 const FILE: &str = "history.jsonl";
@@ -68,6 +70,22 @@ pub enum Entry {
     Removed(EntityTopicId),
 }
 
+/// What [`HistoryFile::read`] gives the twin's task.
+pub struct Loaded {
+    pub file: HistoryFile,
+    pub history: History,
+    pub warnings: Vec<String>,
+}
+
+impl std::fmt::Debug for Loaded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Loaded")
+            .field("points", &self.history.points())
+            .field("warnings", &self.warnings)
+            .finish()
+    }
+}
+
 pub struct HistoryFile {
     dir: PathBuf,
     file: Option<File>,
@@ -78,18 +96,16 @@ pub struct HistoryFile {
 }
 
 impl HistoryFile {
-    /// Reads the file in `dir` (missing: nothing) into the store's history, keeping the
-    /// entities the store has. Lines that cannot be read (a torn last line after a crash,
-    /// damage) are skipped with a warning and the file is rewritten at the next write; an
-    /// unreadable file is a warning too, and the history starts empty: it is telemetry, never a
-    /// reason not to start.
-    pub fn load_into(dir: &Path, store: &mut Store) -> (HistoryFile, Vec<String>) {
+    /// Reads the file in `dir` (missing: nothing) into a history of its own, off the twin's
+    /// task: the agent serves its twin meanwhile, and [`HistoryFile::merge_into`] adds the
+    /// result to the store's history. Lines that cannot be read (a torn last line after a
+    /// crash, damage) are skipped with a warning and the file is rewritten at the next write;
+    /// an unreadable file is a warning too, and the history starts empty: it is telemetry,
+    /// never a reason not to start.
+    pub fn read(dir: &Path, cfg: HistoryConfig) -> Loaded {
         let now = Timestamp::now();
-        // Lines of entities the twin no longer has (removed just before a crash), or points
-        // that expired: the file is rewritten without them, so that they cannot come back
-        // with an entity registered again under the same id.
-        let mut stale = false;
-        let (mut file, warnings) = HistoryFile::load(dir, |entry| match entry {
+        let mut history = History::new(cfg);
+        let (file, warnings) = HistoryFile::load(dir, |entry| match entry {
             Entry::Points {
                 id,
                 mtype,
@@ -97,27 +113,45 @@ impl HistoryFile {
                 member,
                 points,
             } => {
-                if store.entity(&id).is_none() {
-                    stale = true;
-                    return;
-                }
-                let names = &mut store.names;
-                let key = (
-                    names.intern(&mtype),
-                    names.intern(&name),
-                    member.map(|m| names.intern(&m)),
-                );
-                store.history.restore(id, key, points, now);
+                let key = (Name::from(mtype), Name::from(name), member.map(Name::from));
+                history.restore(id, key, points, now);
             }
-            Entry::Removed(id) => {
-                stale = true;
-                store.history.forget(&id);
-            }
+            Entry::Removed(id) => history.forget(&id),
         });
-        let entities = &store.entities;
-        stale |= store.history.retain(|id| entities.contains_key(id));
-        file.rewrite |= stale;
-        (file, warnings)
+        Loaded {
+            file,
+            history,
+            warnings,
+        }
+    }
+
+    /// What the twin gets when reading failed unexpectedly (the reading thread panicked): an
+    /// empty history, and new points appended to the file as it is.
+    pub fn unread(dir: &Path, cfg: HistoryConfig, why: String) -> Loaded {
+        Loaded {
+            file: HistoryFile {
+                dir: dir.to_path_buf(),
+                file: None,
+                size: 0,
+                live: 0,
+                rewrite: false,
+            },
+            history: History::new(cfg),
+            warnings: vec![format!("{}: not read: {why}", dir.join(FILE).display())],
+        }
+    }
+
+    /// Adds a history read by [`HistoryFile::read`] to the store's, before the points recorded
+    /// since the start, keeping the entities the store has. What the file held for others
+    /// (removed just before a crash), or left without points, is rewritten away at the next
+    /// write, so that it cannot come back with an entity registered again under that id.
+    pub fn merge_into(&mut self, loaded: History, store: &mut Store) {
+        let (entities, names) = (&store.entities, &mut store.names);
+        let stale =
+            store
+                .history
+                .merge(loaded, |id| entities.contains_key(id), |s| names.intern(s));
+        self.rewrite |= stale;
     }
 
     /// Reads the file in `dir`, handing each entry to `apply`, in file order.
@@ -334,6 +368,28 @@ mod tests {
 
     const NOW: i64 = 1_800_000_000_000;
 
+    /// Records as the store does, except that a series' first value starts its track (as if
+    /// the twin had it before): these tests are about what tracks keep.
+    type Twin = std::collections::HashMap<(String, String, String, Option<String>), Point>;
+
+    fn rec(
+        h: &mut History,
+        twin: &mut Twin,
+        id: &EntityTopicId,
+        key: (&str, &str, Option<&str>),
+        point: Point,
+        now: Timestamp,
+    ) {
+        let k = (
+            id.as_str().to_owned(),
+            key.0.to_owned(),
+            key.1.to_owned(),
+            key.2.map(str::to_owned),
+        );
+        let previous = twin.insert(k, point).or(Some(point));
+        h.record(id, key, point, previous, now, |s: &str| Name::from(s));
+    }
+
     fn config() -> HistoryConfig {
         HistoryConfig {
             points: 3,
@@ -372,6 +428,7 @@ mod tests {
 
     #[test]
     fn appended_points_and_removals_load_back_within_the_limits() {
+        let mut twin = Twin::new();
         let dir = tempfile::tempdir().unwrap();
         let now = Timestamp::from_millis(NOW);
         let (a, b): (EntityTopicId, EntityTopicId) =
@@ -383,25 +440,55 @@ mod tests {
             Name::from("L1"),
         );
         let (mut history, mut file, _) = load(dir.path());
-        history.record(&a, (&m, &t, None), point(0, 1.0), now, |s: &str| {
-            Name::from(s)
-        });
-        history.record(&a, (&m, &g, Some(&l1)), point(0, 2.5), now, |s: &str| {
-            Name::from(s)
-        });
-        history.record(&b, (&m, &t, None), point(0, 3.0), now, |s: &str| {
-            Name::from(s)
-        });
+        rec(
+            &mut history,
+            &mut twin,
+            &a,
+            (&m, &t, None),
+            point(0, 1.0),
+            now,
+        );
+        rec(
+            &mut history,
+            &mut twin,
+            &a,
+            (&m, &g, Some(&l1)),
+            point(0, 2.5),
+            now,
+        );
+        rec(
+            &mut history,
+            &mut twin,
+            &b,
+            (&m, &t, None),
+            point(0, 3.0),
+            now,
+        );
         file.write(&mut history, now).unwrap();
-        history.record(&a, (&m, &t, None), point(1, 4.0), now, |s: &str| {
-            Name::from(s)
-        });
-        history.record(&a, (&m, &t, None), point(2, 5.0), now, |s: &str| {
-            Name::from(s)
-        });
-        history.record(&a, (&m, &t, None), point(3, 6.0), now, |s: &str| {
-            Name::from(s)
-        });
+        rec(
+            &mut history,
+            &mut twin,
+            &a,
+            (&m, &t, None),
+            point(1, 4.0),
+            now,
+        );
+        rec(
+            &mut history,
+            &mut twin,
+            &a,
+            (&m, &t, None),
+            point(2, 5.0),
+            now,
+        );
+        rec(
+            &mut history,
+            &mut twin,
+            &a,
+            (&m, &t, None),
+            point(3, 6.0),
+            now,
+        );
         history.remove(&b);
         file.write(&mut history, now).unwrap();
         assert!(!history.has_unsaved());
@@ -429,14 +516,20 @@ mod tests {
 
     #[test]
     fn names_with_quotes_backslashes_and_controls_load_back() {
+        let mut twin = Twin::new();
         let dir = tempfile::tempdir().unwrap();
         let now = Timestamp::from_millis(NOW);
         let a: EntityTopicId = "device/a\\b//".parse().unwrap();
         let (mut history, mut file, _) = load(dir.path());
         let (t, n, m) = ("ty\"pe", "C:\\", "line\nfeed");
-        history.record(&a, (t, n, Some(m)), point(0, 1.5), now, |s: &str| {
-            Name::from(s)
-        });
+        rec(
+            &mut history,
+            &mut twin,
+            &a,
+            (t, n, Some(m)),
+            point(0, 1.5),
+            now,
+        );
         file.write(&mut history, now).unwrap();
         let (loaded, _, warnings) = load(dir.path());
         assert!(warnings.is_empty(), "{warnings:?}");
@@ -460,8 +553,13 @@ mod tests {
         fs::write(&path, format!("{main}{gone}")).unwrap();
         let config = crate::config::Config::default();
         let mut store = Store::new(crate::twin::store::StoreConfig::from_config(&config, 1));
-        let (mut file, warnings) = HistoryFile::load_into(dir.path(), &mut store);
+        let Loaded {
+            mut file,
+            history,
+            warnings,
+        } = HistoryFile::read(dir.path(), config.twin.history);
         assert!(warnings.is_empty(), "{warnings:?}");
+        file.merge_into(history, &mut store);
         let gone_id: EntityTopicId = "device/gone//".parse().unwrap();
         assert!(store.history.tracks(&gone_id).is_empty());
         let main_id: EntityTopicId = "device/main//".parse().unwrap();
@@ -498,21 +596,32 @@ mod tests {
 
     #[test]
     fn a_failed_write_rewrites_everything_next_time() {
+        let mut twin = Twin::new();
         let dir = tempfile::tempdir().unwrap();
         let now = Timestamp::from_millis(NOW);
         let a: EntityTopicId = "device/a//".parse().unwrap();
         let (m, t) = (Name::from("m"), Name::from("t"));
         let (mut history, mut file, _) = load(dir.path());
-        history.record(&a, (&m, &t, None), point(0, 1.0), now, |s: &str| {
-            Name::from(s)
-        });
+        rec(
+            &mut history,
+            &mut twin,
+            &a,
+            (&m, &t, None),
+            point(0, 1.0),
+            now,
+        );
         // A directory where the file should be: the append fails.
         fs::create_dir(dir.path().join(FILE)).unwrap();
         assert!(file.write(&mut history, now).is_err());
         fs::remove_dir(dir.path().join(FILE)).unwrap();
-        history.record(&a, (&m, &t, None), point(1, 2.0), now, |s: &str| {
-            Name::from(s)
-        });
+        rec(
+            &mut history,
+            &mut twin,
+            &a,
+            (&m, &t, None),
+            point(1, 2.0),
+            now,
+        );
         file.write(&mut history, now).unwrap();
         let (loaded, _, _) = load(dir.path());
         let values: Vec<f64> = loaded.tracks(&a)[0]

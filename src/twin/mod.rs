@@ -49,6 +49,8 @@ pub enum Input {
     Bus(BusEvent),
     /// The summary for the metrics endpoint.
     Stats(oneshot::Sender<stats::TwinStats>),
+    /// The measurement history, read from disk while the twin already serves (issue #7).
+    History(Box<history_file::Loaded>),
 }
 
 /// What the MQTT connection task reports to the twin.

@@ -59,10 +59,14 @@ impl Store {
                 since,
                 series,
             } => {
-                self.known(id)?;
-                let reply =
-                    self.history
-                        .reply(id, mtype, *since, series.as_deref(), Timestamp::now());
+                let entity = self.known(id)?;
+                let reply = self.history.reply(
+                    id,
+                    mtype,
+                    (*since, series.as_deref()),
+                    entity.measurements.get(mtype.as_str()),
+                    Timestamp::now(),
+                );
                 Ok(Reply::json(to_json(&reply)))
             }
         }

@@ -22,7 +22,7 @@ use super::time::Timestamp;
 use super::{BusEvent, Input, Received, Responder};
 use crate::mqtt::Publisher;
 use crate::ops::task::CommandUpdate;
-use crate::readiness::{Readiness, WAITING_FOR_SYNC};
+use crate::readiness::{Readiness, LOADING_HISTORY, WAITING_FOR_SYNC};
 use crate::topic::{parse_topic, Channel};
 
 /// Inputs applied before one group commit. MQTT messages already arrive in batches (one input
@@ -52,8 +52,9 @@ pub struct TwinTask {
     pub commands: Option<mpsc::Sender<CommandUpdate>>,
     /// Where the changes go for `/te/v1/changes` (issue #7).
     pub feed: ChangeFeed,
-    /// The measurement history's file (issue #7).
-    pub history: HistoryFile,
+    /// The measurement history's file (issue #7); `None` until it was read ([`Input::History`]):
+    /// nothing is written before.
+    pub history: Option<HistoryFile>,
 }
 
 struct Runner {
@@ -73,7 +74,7 @@ struct Runner {
     /// Command messages the operations task had no room for.
     commands_dropped: u64,
     feed: ChangeFeed,
-    history: HistoryFile,
+    history: Option<HistoryFile>,
     history_errors: u64,
     /// After a failed history write: when to try again (a rewrite of the whole history), and
     /// the back-off after that, as for the twin's own persistence.
@@ -188,6 +189,7 @@ impl Runner {
                 Input::Stats(tx) => {
                     let _ = tx.send(self.store.stats());
                 }
+                Input::History(loaded) => self.history_loaded(*loaded),
             }
         }
         steps.push((self.store.take_effects(), None));
@@ -198,8 +200,18 @@ impl Runner {
         let synced = self.store.is_synced();
         if synced && !self.readiness.borrow().is_ready() {
             self.marker_deadline = None;
-            self.readiness.send_replace(Readiness::Ready);
-            tracing::info!(entities = self.store.len(), "sync completed: ready");
+            // Ready once the whole persisted state is here, the history included.
+            if self.history.is_some() {
+                self.readiness.send_replace(Readiness::Ready);
+                tracing::info!(entities = self.store.len(), "sync completed: ready");
+            } else {
+                let waiting = Readiness::Starting(LOADING_HISTORY.to_string());
+                self.readiness.send_if_modified(|r| {
+                    let changed = *r != waiting;
+                    *r = waiting.clone();
+                    changed
+                });
+            }
         }
     }
 
@@ -313,6 +325,25 @@ impl Runner {
             .publish(self.store.changes.take(), self.store.changes.seq());
     }
 
+    /// Adds the history read from disk to what was recorded since the start; from now on the
+    /// history is written.
+    fn history_loaded(&mut self, loaded: super::history_file::Loaded) {
+        let super::history_file::Loaded {
+            mut file,
+            history,
+            warnings,
+        } = loaded;
+        for warning in &warnings {
+            tracing::warn!("{warning}");
+        }
+        file.merge_into(history, &mut self.store);
+        tracing::info!(
+            points = self.store.history.points(),
+            "loaded the measurement history"
+        );
+        self.history = Some(file);
+    }
+
     /// Appends the new history points to their file; failures are logged (once a minute) and
     /// counted, and the next attempt, after a back-off of 1 s doubling to 1 min, rewrites the
     /// whole history.
@@ -321,10 +352,10 @@ impl Runner {
         if self.history_retry_at.is_some_and(|at| now < at) {
             return;
         }
-        let Err(error) = self
-            .history
-            .write(&mut self.store.history, Timestamp::now())
-        else {
+        let Some(file) = self.history.as_mut() else {
+            return;
+        };
+        let Err(error) = file.write(&mut self.store.history, Timestamp::now()) else {
             self.history_retry_at = None;
             self.history_retry_after = RETRY_FIRST;
             return;
