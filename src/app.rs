@@ -168,8 +168,8 @@ pub async fn start_following(
     // The numbering of changes goes on from what the feed announced to early clients.
     store.changes = Changes::new(feed.latest());
     tracing::info!(entities = store.len(), "loaded the persisted twin");
-    // The measurement history is read while the twin already serves: a large one must not
-    // delay the start (issue #2's figures).
+    // The measurement history is read while the twin already serves and gets ready: it is
+    // telemetry, and a large one (millions of points) must not delay the start (issue #2).
     {
         let (dir, cfg, twin) = (
             config.data_dir.join("twin"),
@@ -181,7 +181,7 @@ pub async fn start_following(
                 let dir = dir.clone();
                 tokio::task::spawn_blocking(move || HistoryFile::read(&dir, cfg))
             };
-            // The twin is not ready until it has a history: it always gets one.
+            // The twin writes no history until it has one: it always gets one.
             let loaded = reading
                 .await
                 .unwrap_or_else(|e| HistoryFile::unread(&dir, cfg, e.to_string()));

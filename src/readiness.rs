@@ -51,7 +51,6 @@ impl Readiness {
 
 pub const LOADING: &str = "loading persisted state";
 pub const WAITING_FOR_SYNC: &str = "waiting for the retained-message sync marker";
-pub const LOADING_HISTORY: &str = "loading the measurement history";
 
 #[derive(Debug, Serialize)]
 pub struct ReadyzBody<'a> {

@@ -354,23 +354,17 @@ async fn the_measurement_history_is_served_oldest_first_and_kept_across_restarts
     http::assert_error(&put, 405, "Method Not Allowed");
     assert_eq!(put.header("allow"), Some("GET, HEAD"));
 
-    // A graceful restart keeps the history (read from disk while the agent already serves,
-    // and before it says it is ready).
+    // A graceful restart keeps the history (read from disk while the agent already serves).
     rig.restart_agent().await;
     let url = rig.entities(&format!("/{CHILD}/m/environment"));
-    http::assert_json(&http::get(&url).await, 200, &expected);
+    http::get_until(&url, |r| r.status == 200 && r.json() == expected).await;
 
-    // A removed entity takes its history along; registered again, it starts empty.
+    // A removed entity takes its history along; registered again, it starts empty (and a
+    // crash between the removal and the history's next write cannot bring it back:
+    // history_file's unit tests).
     rig.publish(&format!("te/{CHILD}"), "", true).await;
     rig.caught_up().await;
     rig.register(CHILD, r#"{"@type":"child-device"}"#).await;
-    http::assert_json(
-        &http::get(&url).await,
-        200,
-        &json!({"@topic-id": CHILD, "type": "environment", "series": {}}),
-    );
-    rig.restart_agent().await;
-    let url = rig.entities(&format!("/{CHILD}/m/environment"));
     http::assert_json(
         &http::get(&url).await,
         200,

@@ -22,7 +22,7 @@ use super::time::Timestamp;
 use super::{BusEvent, Input, Received, Responder};
 use crate::mqtt::Publisher;
 use crate::ops::task::CommandUpdate;
-use crate::readiness::{Readiness, LOADING_HISTORY, WAITING_FOR_SYNC};
+use crate::readiness::{Readiness, WAITING_FOR_SYNC};
 use crate::topic::{parse_topic, Channel};
 
 /// Inputs applied before one group commit. MQTT messages already arrive in batches (one input
@@ -200,18 +200,8 @@ impl Runner {
         let synced = self.store.is_synced();
         if synced && !self.readiness.borrow().is_ready() {
             self.marker_deadline = None;
-            // Ready once the whole persisted state is here, the history included.
-            if self.history.is_some() {
-                self.readiness.send_replace(Readiness::Ready);
-                tracing::info!(entities = self.store.len(), "sync completed: ready");
-            } else {
-                let waiting = Readiness::Starting(LOADING_HISTORY.to_string());
-                self.readiness.send_if_modified(|r| {
-                    let changed = *r != waiting;
-                    *r = waiting.clone();
-                    changed
-                });
-            }
+            self.readiness.send_replace(Readiness::Ready);
+            tracing::info!(entities = self.store.len(), "sync completed: ready");
         }
     }
 
