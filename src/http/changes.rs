@@ -13,6 +13,7 @@
 //! position in the journal and nothing else; changes go out in batches at most every
 //! [`LINGER`]. Streams end when the server shuts down.
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::time::Duration;
 
@@ -60,6 +61,7 @@ pub async fn changes(
             client: feed.client(),
             feed,
             position: from,
+            pending: VecDeque::new(),
             started: false,
             shutdown,
         };
@@ -104,6 +106,9 @@ struct Follow {
     latest: watch::Receiver<u64>,
     /// The number of the last change sent; `None` before the first `reset`.
     position: Option<u64>,
+    /// Parts of the last read not yet handed to hyper (each a slice of a journal buffer,
+    /// written as they are: no copy).
+    pending: VecDeque<Bytes>,
     started: bool,
     shutdown: CancellationToken,
     /// Counted as a client while the stream lives.
@@ -114,14 +119,18 @@ struct Follow {
 impl Follow {
     async fn next(mut self) -> Option<(Result<Bytes, Infallible>, Follow)> {
         loop {
+            if let Some(part) = self.pending.pop_front() {
+                return Some((Ok(part), self));
+            }
             // Marked seen before reading, so that a change published after the read wakes us.
             self.latest.borrow_and_update();
             let chunk = match self.position {
                 None => Some(self.reset(self.feed.latest(), "start")),
                 Some(position) => match self.feed.read(position) {
-                    Read::Events(bytes, last) => {
+                    Read::Events(parts, last) => {
                         self.position = Some(last);
-                        Some(bytes)
+                        self.pending.extend(parts);
+                        self.pending.pop_front()
                     }
                     Read::Reset(latest) => Some(self.reset(latest, "behind")),
                     Read::UpToDate => None,

@@ -63,8 +63,9 @@ struct Batch {
 /// What a client at position `after` gets from [`ChangeFeed::read`].
 #[derive(Debug, PartialEq)]
 pub enum Read {
-    /// The events after its position, concatenated, and the number of the last one.
-    Events(Bytes, u64),
+    /// The events after its position, as slices of the journal's buffers (nothing copied), and
+    /// the number of the last one.
+    Events(Vec<Bytes>, u64),
     /// Nothing new yet.
     UpToDate,
     /// Its position is no longer (or never was) in the journal: the client starts again from
@@ -146,6 +147,7 @@ impl ChangeFeed {
     /// The events after `after`, up to a read's worth (at least one batch's rest).
     pub fn read(&self, after: u64) -> Read {
         let mut parts = Vec::new();
+        // Slices share the journal's buffers: the lock is held for a few reference counts.
         let last = {
             let journal = self.journal();
             if after == journal.latest {
@@ -171,18 +173,7 @@ impl ChangeFeed {
             }
             last
         };
-        // Copied outside the lock: the twin never waits for a reader's copy.
-        let bytes = match parts.len() {
-            1 => parts.pop().unwrap_or_default(),
-            _ => {
-                let mut buf = BytesMut::with_capacity(parts.iter().map(Bytes::len).sum());
-                for part in parts {
-                    buf.extend_from_slice(&part);
-                }
-                buf.freeze()
-            }
-        };
-        Read::Events(bytes, last)
+        Read::Events(parts, last)
     }
 
     /// The last change's number now, and a receiver told of every new one.
@@ -269,6 +260,14 @@ impl Drop for Client {
 mod tests {
     use super::*;
 
+    /// A read with its parts joined, to compare texts.
+    fn joined(read: Read) -> Read {
+        match read {
+            Read::Events(parts, last) => Read::Events(vec![parts.concat().into()], last),
+            other => other,
+        }
+    }
+
     fn event(seq: u64) -> (u64, String) {
         (seq, format!("e{seq};"))
     }
@@ -276,25 +275,37 @@ mod tests {
     #[test]
     fn clients_read_from_their_position_and_are_reset_when_it_left_the_journal() {
         let feed = ChangeFeed::new(3, 10);
-        assert_eq!(feed.read(10), Read::UpToDate);
-        assert_eq!(feed.read(9), Read::Reset(10));
+        assert_eq!(joined(feed.read(10)), Read::UpToDate);
+        assert_eq!(joined(feed.read(9)), Read::Reset(10));
         feed.publish(vec![event(11), event(12)], 12);
-        assert_eq!(feed.read(10), Read::Events(Bytes::from("e11;e12;"), 12));
+        assert_eq!(
+            joined(feed.read(10)),
+            Read::Events(vec![Bytes::from("e11;e12;")], 12)
+        );
         // From the middle of a batch.
-        assert_eq!(feed.read(11), Read::Events(Bytes::from("e12;"), 12));
+        assert_eq!(
+            joined(feed.read(11)),
+            Read::Events(vec![Bytes::from("e12;")], 12)
+        );
         feed.publish(vec![event(13), event(14)], 14);
         assert_eq!(
-            feed.read(10),
-            Read::Events(Bytes::from("e11;e12;e13;e14;"), 14)
+            joined(feed.read(10)),
+            Read::Events(vec![Bytes::from("e11;e12;e13;e14;")], 14)
         );
         // Whole batches go once the others hold the 3 kept: 11 and 12 are gone.
         feed.publish(vec![event(15)], 15);
-        assert_eq!(feed.read(10), Read::Reset(15));
-        assert_eq!(feed.read(11), Read::Reset(15));
-        assert_eq!(feed.read(12), Read::Events(Bytes::from("e13;e14;e15;"), 15));
-        assert_eq!(feed.read(13), Read::Events(Bytes::from("e14;e15;"), 15));
+        assert_eq!(joined(feed.read(10)), Read::Reset(15));
+        assert_eq!(joined(feed.read(11)), Read::Reset(15));
+        assert_eq!(
+            joined(feed.read(12)),
+            Read::Events(vec![Bytes::from("e13;e14;e15;")], 15)
+        );
+        assert_eq!(
+            joined(feed.read(13)),
+            Read::Events(vec![Bytes::from("e14;e15;")], 15)
+        );
         // A number from the future (another run) is unknown.
-        assert_eq!(feed.read(99), Read::Reset(15));
+        assert_eq!(joined(feed.read(99)), Read::Reset(15));
         assert_eq!(*feed.watch().borrow(), 15);
     }
 
@@ -303,15 +314,21 @@ mod tests {
         let feed = ChangeFeed::new(10, 0);
         feed.publish(vec![event(1)], 1);
         feed.publish(Vec::new(), 5);
-        assert_eq!(feed.read(1), Read::Reset(5));
+        assert_eq!(joined(feed.read(1)), Read::Reset(5));
         feed.publish(vec![event(6)], 6);
-        assert_eq!(feed.read(5), Read::Events(Bytes::from("e6;"), 6));
+        assert_eq!(
+            joined(feed.read(5)),
+            Read::Events(vec![Bytes::from("e6;")], 6)
+        );
         feed.publish(vec![event(9)], 9);
-        assert_eq!(feed.read(6), Read::Reset(9));
+        assert_eq!(joined(feed.read(6)), Read::Reset(9));
         // A gap inside one batch.
         feed.publish(vec![event(10), event(12), event(13)], 13);
-        assert_eq!(feed.read(10), Read::Reset(13));
-        assert_eq!(feed.read(11), Read::Events(Bytes::from("e12;e13;"), 13));
+        assert_eq!(joined(feed.read(10)), Read::Reset(13));
+        assert_eq!(
+            joined(feed.read(11)),
+            Read::Events(vec![Bytes::from("e12;e13;")], 13)
+        );
     }
 
     #[test]
@@ -338,11 +355,14 @@ mod tests {
             feed.publish(vec![(seq, big.clone())], seq);
         }
         // 16 of 1 MiB fit; the 4 oldest went although `kept` allows 10,000 events.
-        assert_eq!(feed.read(3), Read::Reset(20));
-        let Read::Events(bytes, last) = feed.read(4) else {
+        assert_eq!(joined(feed.read(3)), Read::Reset(20));
+        let Read::Events(parts, last) = feed.read(4) else {
             panic!("events 5.. are kept")
         };
-        assert_eq!((bytes.len(), last), (1 << 20, 5));
+        assert_eq!(
+            (parts.iter().map(Bytes::len).sum::<usize>(), last),
+            (1 << 20, 5)
+        );
         let journal = feed.journal();
         assert_eq!((journal.len, journal.bytes), (16, 16 << 20));
     }
@@ -354,9 +374,12 @@ mod tests {
         for seq in 1..=4 {
             feed.publish(vec![(seq, big.clone())], seq);
         }
-        let Read::Events(bytes, last) = feed.read(0) else {
+        let Read::Events(parts, last) = feed.read(0) else {
             panic!("no events")
         };
-        assert_eq!((bytes.len(), last), (2 * big.len(), 2));
+        assert_eq!(
+            (parts.iter().map(Bytes::len).sum::<usize>(), last),
+            (2 * big.len(), 2)
+        );
     }
 }
