@@ -519,7 +519,7 @@ pub fn number(value: f64) -> serde_json::Number {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::time::Duration;
 
     use super::*;
@@ -550,9 +550,10 @@ mod tests {
 
     /// Records as the store does, except that a series' first value starts its track (as if
     /// the twin had it before): these tests are about what tracks keep.
-    type Twin = std::collections::HashMap<(String, String, String, Option<String>), Point>;
+    pub(in crate::twin) type Twin =
+        std::collections::HashMap<(String, String, String, Option<String>), Point>;
 
-    fn rec(
+    pub(in crate::twin) fn rec(
         h: &mut History,
         twin: &mut Twin,
         id: &EntityTopicId,

@@ -364,31 +364,10 @@ mod tests {
 
     use super::*;
     use crate::config::HistoryConfig;
+    use crate::twin::history::tests::{rec, Twin};
     use crate::twin::model::Name;
 
     const NOW: i64 = 1_800_000_000_000;
-
-    /// Records as the store does, except that a series' first value starts its track (as if
-    /// the twin had it before): these tests are about what tracks keep.
-    type Twin = std::collections::HashMap<(String, String, String, Option<String>), Point>;
-
-    fn rec(
-        h: &mut History,
-        twin: &mut Twin,
-        id: &EntityTopicId,
-        key: (&str, &str, Option<&str>),
-        point: Point,
-        now: Timestamp,
-    ) {
-        let k = (
-            id.as_str().to_owned(),
-            key.0.to_owned(),
-            key.1.to_owned(),
-            key.2.map(str::to_owned),
-        );
-        let previous = twin.insert(k, point).or(Some(point));
-        h.record(id, key, point, previous, now, |s: &str| Name::from(s));
-    }
 
     fn config() -> HistoryConfig {
         HistoryConfig {

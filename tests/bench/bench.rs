@@ -78,18 +78,7 @@ async fn run() {
     }
     let mut broker = mosquitto::Broker::start().await;
     let dir = tempfile::tempdir().expect("a temp dir");
-    let http_port = free_port();
-    let config = dir.path().join("edge-agent.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "mqtt:\n  port: {}\nhttp:\n  bind: 127.0.0.1:{http_port}\ndata_dir: {}\nlog:\n  level: warn\n",
-            broker.port(),
-            dir.path().join("data").display()
-        ),
-    )
-    .expect("write the bench config");
-    let base = format!("http://127.0.0.1:{http_port}");
+    let (config, base) = agent_config(dir.path(), broker.port());
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()
@@ -356,6 +345,22 @@ fn agent_binary() -> PathBuf {
         binary.display()
     );
     binary
+}
+
+/// Writes the agent's configuration for a bench in `dir` (broker on `port`, HTTP on a free
+/// port, warnings only); returns its path and the agent's base URL.
+fn agent_config(dir: &Path, port: u16) -> (PathBuf, String) {
+    let http_port = free_port();
+    let config = dir.join("edge-agent.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "mqtt:\n  port: {port}\nhttp:\n  bind: 127.0.0.1:{http_port}\ndata_dir: {}\nlog:\n  level: warn\n",
+            dir.join("data").display()
+        ),
+    )
+    .expect("write the bench config");
+    (config, format!("http://127.0.0.1:{http_port}"))
 }
 
 fn spawn_agent(binary: &Path, config: &Path) -> Child {

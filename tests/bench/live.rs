@@ -40,18 +40,7 @@ pub async fn run(binary: &std::path::Path) -> Vec<Row> {
     let mut rows = Vec::new();
     let broker = super::mosquitto::Broker::start().await;
     let dir = tempfile::tempdir().expect("a temp dir");
-    let http_port = super::free_port();
-    let config = dir.path().join("edge-agent.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "mqtt:\n  port: {}\nhttp:\n  bind: 127.0.0.1:{http_port}\ndata_dir: {}\nlog:\n  level: warn\n",
-            broker.port(),
-            dir.path().join("data").display()
-        ),
-    )
-    .expect("write the bench config");
-    let base = format!("http://127.0.0.1:{http_port}");
+    let (config, base) = super::agent_config(dir.path(), broker.port());
     let http = reqwest::Client::new();
     let mut agent = spawn_agent(binary, &config);
     wait_ready(&http, &base).await;
