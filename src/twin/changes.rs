@@ -8,10 +8,9 @@
 
 use std::fmt::{self, Write as _};
 
-use serde::Serialize;
-
 use super::model::Entity;
 use super::payload::alarm_key;
+use super::registry::to_json;
 use super::store::Store;
 use super::time::Timestamp;
 use crate::topic::{Channel, EntityTopicId};
@@ -89,25 +88,22 @@ impl fmt::Display for Json<'_> {
     }
 }
 
-/// The JSON text of a value, `null` for `None`.
-pub(super) fn json<T: Serialize + ?Sized>(value: &T) -> String {
-    serde_json::to_string(value).unwrap_or_else(|_| "null".to_string())
-}
-
 impl Store {
     /// A change of `channel` of the registered entity `id`; `value` gives the item as the
-    /// state document shows it now. Nothing for an unknown entity.
+    /// state document shows it now. No event for an unknown entity (its number is a gap).
     pub(super) fn changed(
         &mut self,
         id: &EntityTopicId,
         channel: &dyn fmt::Display,
         value: impl FnOnce(&Entity) -> String,
     ) {
-        let Some(entity) = self.entities.get(id) else {
-            return;
-        };
+        // Counted first: with no client following (the usual case) a change costs this
+        // increment only, not a lookup of the entity on the ingest path.
         self.changes.seq += 1;
-        if self.changes.active {
+        if !self.changes.active {
+            return;
+        }
+        if let Some(entity) = self.entities.get(id) {
             let value = value(entity);
             self.changes.push(id, channel, &value);
         }
@@ -119,17 +115,17 @@ impl Store {
         let value = |e: &Entity| {
             let x = e.extra();
             match channel {
-                Channel::Registration => json(&e.metadata()),
-                Channel::Twin(key) => json(&e.twin.get(key.as_str())),
-                Channel::Config => json(&x.config),
-                Channel::Measurement(t) => json(&e.measurements.get(t.as_str())),
-                Channel::Event(t) => json(&x.events.get(t.as_str()).and_then(|l| l.front())),
-                Channel::Alarm(t) => json(&x.alarms.get(alarm_key(t))),
-                Channel::Capability(op) => json(&x.capabilities.get(op.as_str())),
+                Channel::Registration => to_json(&e.metadata()),
+                Channel::Twin(key) => to_json(&e.twin.get(key.as_str())),
+                Channel::Config => to_json(&x.config),
+                Channel::Measurement(t) => to_json(&e.measurements.get(t.as_str())),
+                Channel::Event(t) => to_json(&x.events.get(t.as_str()).and_then(|l| l.front())),
+                Channel::Alarm(t) => to_json(&x.alarms.get(alarm_key(t))),
+                Channel::Capability(op) => to_json(&x.capabilities.get(op.as_str())),
                 Channel::Command { op, id } => {
-                    json(&x.commands.get(op.as_str()).and_then(|c| c.get(id.as_str())))
+                    to_json(&x.commands.get(op.as_str()).and_then(|c| c.get(id.as_str())))
                 }
-                Channel::Health => json(&x.health),
+                Channel::Health => to_json(&x.health),
                 _ => "null".to_string(),
             }
         };
@@ -141,7 +137,7 @@ impl Store {
 
     /// A registration, new or changed: the event carries the metadata.
     pub(super) fn registration_changed(&mut self, id: &EntityTopicId) {
-        self.changed(id, &"", |e| json(&e.metadata()));
+        self.changed(id, &"", |e| to_json(&e.metadata()));
     }
 
     /// A removed entity: its registration becomes `null`.

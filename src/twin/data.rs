@@ -7,12 +7,12 @@ use std::collections::VecDeque;
 use serde_json::{Map, Value};
 
 use super::api::Reply;
-use super::changes::json;
 use super::error::TwinError;
 use super::history::Point;
 use super::model::{Entity, Health, Name, Record, Series, SeriesNode};
 use super::outbox::Stale;
 use super::payload::{self, ConfigPayload, MeasurementValue};
+use super::registry::to_json;
 use super::store::{Durability, Store};
 use super::time::Timestamp;
 use super::vecmap::VecMap;
@@ -170,7 +170,7 @@ impl Store {
         }
         self.touch(id, Durability::Telemetry);
         self.changed(id, &format_args!("m/{}", m.mtype), |e| {
-            json(&e.measurements.get(m.mtype.as_str()))
+            to_json(&e.measurements.get(m.mtype.as_str()))
         });
         Ok(())
     }
@@ -230,7 +230,7 @@ impl Store {
         list.truncate(kept);
         self.touch(id, Durability::Telemetry);
         self.changed(id, &format_args!("e/{etype}"), |e| {
-            json(&e.extra().events.get(etype.as_str()).and_then(|l| l.front()))
+            to_json(&e.extra().events.get(etype.as_str()).and_then(|l| l.front()))
         });
         Ok(())
     }
@@ -413,7 +413,7 @@ impl Store {
             }
         };
         self.touch(id, Durability::Retained);
-        self.changed(id, &channel, |e| json(&e.twin.get(key)));
+        self.changed(id, &channel, |e| to_json(&e.twin.get(key)));
         if publish {
             let topic = format!("{}/{id}/{channel}", self.cfg.root);
             let stale = previous.map_or(Stale::Nothing, |p| Stale::Value(p.to_string()));
